@@ -1,0 +1,94 @@
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from sqlalchemy import func
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col, select
+
+from app.api.deps import SessionDep
+from app.models import PRINTABLE, Crew, CrewPublic, CrewStatus, Page
+
+router = APIRouter(prefix="/crew", tags=["crew"])
+
+SortKey = Literal[
+    "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
+]
+HEX24_ANY_CASE = r"^[0-9a-fA-F]{24}$"
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def crew_filters(
+    agency: str | None,
+    status: CrewStatus | None,
+    name: str | None,
+    launch: str | None,
+    include_deleted: bool,
+) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if not include_deleted:
+        filters.append(col(Crew.deleted_at).is_(None))
+    if agency is not None:
+        filters.append(func.lower(Crew.agency) == agency.lower())
+    if status is not None:
+        filters.append(col(Crew.status) == status)
+    if name is not None:
+        filters.append(col(Crew.name).ilike(f"%{escape_like(name)}%", escape="\\"))
+    if launch is not None:
+        filters.append(col(Crew.launches).contains([launch.lower()]))
+    return filters
+
+
+@router.get("", summary="List crew members")
+def read_crew(
+    session: SessionDep,
+    agency: Annotated[
+        str | None,
+        Query(
+            max_length=100, pattern=PRINTABLE, description="Agency, case-insensitive exact match"
+        ),
+    ] = None,
+    status: Annotated[CrewStatus | None, Query(description="Crew status")] = None,
+    name: Annotated[
+        str | None,
+        Query(
+            max_length=200, pattern=PRINTABLE, description="Case-insensitive substring of the name"
+        ),
+    ] = None,
+    launch: Annotated[
+        str | None,
+        Query(pattern=HEX24_ANY_CASE, description="Only crew who flew on this launch id"),
+    ] = None,
+    include_deleted: Annotated[
+        bool, Query(description="Also list crew the upstream no longer returns")
+    ] = False,
+    sort: Annotated[SortKey, Query(description="Sort key; prefix with - for descending")] = "name",
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
+    offset: Annotated[int, Query(ge=0, le=2_000_000_000, description="Rows to skip")] = 0,
+) -> Page[CrewPublic]:
+    """Crew members loaded from the upstream, filtered, sorted and paginated."""
+    filters = crew_filters(agency, status, name, launch, include_deleted)
+    total = session.exec(select(func.count()).select_from(Crew).where(*filters)).one()
+    column = col(getattr(Crew, sort.lstrip("-")))
+    order = column.desc() if sort.startswith("-") else column.asc()
+    rows = session.exec(
+        select(Crew).where(*filters).order_by(order, col(Crew.id)).offset(offset).limit(limit)
+    ).all()
+    items = [CrewPublic.model_validate(row) for row in rows]
+    return Page[CrewPublic](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{crew_id}", summary="Get one crew member", responses={404: {"description": "Unknown id"}}
+)
+def read_crew_member(
+    session: SessionDep,
+    crew_id: Annotated[str, Path(pattern=HEX24_ANY_CASE, description="24-hex crew id")],
+) -> CrewPublic:
+    """One crew member by id, including soft-deleted ones (their `deleted_at` is set)."""
+    member = session.get(Crew, crew_id.lower())
+    if member is None:
+        raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")
+    return CrewPublic.model_validate(member)

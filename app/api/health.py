@@ -1,0 +1,41 @@
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from app.db import get_engine, schema_is_current
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, bool] = {}
+
+
+@router.get("/healthz", summary="Liveness")
+def read_health() -> Health:
+    """The process is up and serving requests."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={503: {"model": Health, "description": "Not ready; `checks` says what is missing"}},
+)
+def read_readiness(request: Request) -> Health:
+    """Database reachable, migrations at head and start-up recovery done."""
+    checks = {"database": False, "migrations": False, "recovery": False}
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = True
+        checks["migrations"] = schema_is_current()
+    except Exception:  # a down database is an answer here, not an error
+        pass
+    checks["recovery"] = bool(getattr(request.app.state, "recovered", False))
+    health = Health(status="ok" if all(checks.values()) else "unavailable", checks=checks)
+    if health.status != "ok":
+        return JSONResponse(health.model_dump(), status_code=503)  # type: ignore[return-value]
+    return health

@@ -1,0 +1,155 @@
+"""`crew-etl`: serve the API, run one ingest, migrate, list runs - the same code as the API."""
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlmodel import Session, col, select
+
+from app.config import settings
+from app.logs import configure_logging
+from app.models import IngestRun
+
+cli = typer.Typer(help="SpaceX crew ETL: ingest the crew API into PostgreSQL and serve it.")
+console = Console()
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (migrates on start when MIGRATE_ON_START is true)."""
+    import uvicorn
+
+    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
+
+
+@cli.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest migration."""
+    from app.db import migrate as upgrade
+
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    upgrade()
+    console.print("schema is at head")
+
+
+@cli.command()
+def ingest(
+    allow_mass_delete: Annotated[
+        bool, typer.Option(help="Allow soft-deleting more than INGEST_MAX_DELETE_FRACTION")
+    ] = False,
+) -> None:
+    """Run one ingest now and print its summary; exit 1 when the run does not succeed."""
+    from app.db import get_engine
+    from app.db import migrate as upgrade
+    from app.ingest import service
+    from app.models import RunTrigger
+
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    if settings.MIGRATE_ON_START:
+        upgrade()
+    with Session(get_engine()) as session:
+        try:
+            run = service.create_run(session, RunTrigger.cli, allow_mass_delete=allow_mass_delete)
+        except service.RunConflict as conflict:
+            console.print(f"[red]not started:[/] {conflict}")
+            raise typer.Exit(2) from None
+    assert run.id is not None
+    if sys.stderr.isatty():
+        finished = run_with_progress(run.id)
+    else:
+        finished = service.execute_run(run.id)
+    if finished is None:
+        raise typer.Exit(1)
+    print_summary(finished)
+    if finished.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def run_with_progress(run_id: int) -> IngestRun | None:
+    from app.ingest import service
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"run {run_id}: starting", total=None)
+
+        def show(counts: service.RunCounts) -> None:
+            description = (
+                f"run {run_id}: {counts.pages_fetched} pages, "
+                f"{counts.records_fetched} records, {counts.records_rejected} rejected"
+            )
+            progress.update(task, description=description)
+
+        return service.execute_run(run_id, on_progress=show)
+
+
+def print_summary(run: IngestRun) -> None:
+    table = Table(title=f"Ingest run {run.id}: {run.status}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for name in SUMMARY_FIELDS:
+        table.add_row(name, str(getattr(run, name)))
+    if run.error:
+        table.add_row("error", run.error)
+    console.print(table)
+
+
+SUMMARY_FIELDS = (
+    "pages_fetched",
+    "records_fetched",
+    "records_valid",
+    "records_rejected",
+    "rows_inserted",
+    "rows_updated",
+    "rows_unchanged",
+    "rows_deleted",
+)
+
+
+@cli.command()
+def runs(limit: Annotated[int, typer.Option(help="How many runs to list")] = 20) -> None:
+    """List the most recent ingest runs."""
+    from app.db import get_engine
+
+    with Session(get_engine()) as session:
+        recent = session.exec(
+            select(IngestRun).order_by(col(IngestRun.id).desc()).limit(limit)
+        ).all()
+    table = Table(title="Ingest runs, newest first")
+    for column in (
+        "id",
+        "status",
+        "trigger",
+        "started",
+        "finished",
+        "inserted",
+        "updated",
+        "deleted",
+        "rejected",
+        "error",
+    ):
+        table.add_column(column)
+    for run in recent:
+        table.add_row(
+            str(run.id),
+            run.status,
+            run.trigger,
+            str(run.started_at or ""),
+            str(run.finished_at or ""),
+            str(run.rows_inserted),
+            str(run.rows_updated),
+            str(run.rows_deleted),
+            str(run.records_rejected),
+            run.error or "",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,60 @@
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob comes from the environment (or `.env`); names are part of the contract."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # None starts the embedded PostgreSQL under EMBEDDED_PG_DIR.
+    DATABASE_URL: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SQLALCHEMY_URL")
+    )
+    EMBEDDED_PG_DIR: Path = PROJECT_ROOT / ".data" / "postgres"
+    MIGRATE_ON_START: bool = True
+
+    SPACEX_API_URL: str = "https://api.spacexdata.com"
+    INGEST_PAGE_SIZE: int = Field(default=100, ge=1, le=10_000)
+    INGEST_MAX_PAGES: int = Field(default=10_000, ge=1)
+    INGEST_MAX_RESPONSE_BYTES: int = Field(default=50_000_000, ge=1)
+    INGEST_MAX_DELETE_FRACTION: float = Field(default=0.5, ge=0, le=1)
+    INGEST_INTERVAL_SECONDS: float = Field(default=0, ge=0)
+    INGEST_API_TOKEN: str | None = None
+
+    HTTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+    HTTP_RETRIES: int = Field(default=4, ge=0)
+    HTTP_BACKOFF_INITIAL_SECONDS: float = Field(default=0.5, ge=0)
+    HTTP_BACKOFF_MAX_SECONDS: float = Field(default=30, ge=0)
+
+    LOG_LEVEL: str = "INFO"
+    LOG_FORMAT: Literal["json", "console"] = "console"
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def use_psycopg2_driver(cls, url: str | None) -> str | None:
+        """Accept the `postgres://` and `postgresql://` forms hosting providers print."""
+        if not url:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg2://" + url.removeprefix(prefix)
+        return url
+
+    @field_validator("SPACEX_API_URL")
+    @classmethod
+    def strip_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+    @field_validator("INGEST_API_TOKEN")
+    @classmethod
+    def empty_token_means_open(cls, token: str | None) -> str | None:
+        return token or None
+
+
+settings = Settings()

@@ -1,0 +1,66 @@
+"""Database engine and sessions; starts an embedded PostgreSQL when no URL is configured."""
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+from sqlmodel import Session, create_engine
+
+from app.config import PROJECT_ROOT, settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) a pgserver instance whose data lives in `data_dir`; return its URL."""
+    import pgserver  # only needed when no DATABASE_URL is given
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    return server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+@functools.cache
+def database_url() -> str:
+    return settings.DATABASE_URL or start_embedded_postgres(settings.EMBEDDED_PG_DIR)
+
+
+@functools.cache
+def get_engine() -> Engine:
+    return create_engine(
+        database_url(),
+        pool_pre_ping=True,
+        connect_args={"application_name": "crew-etl"},
+    )
+
+
+def get_session() -> Iterator[Session]:
+    with Session(get_engine()) as session:
+        yield session
+
+
+def alembic_config(configure_logger: bool = True) -> "AlembicConfig":
+    from alembic.config import Config as AlembicConfig
+
+    config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = configure_logger
+    return config
+
+
+def migrate(configure_logger: bool = False) -> None:
+    """Upgrade the schema to head; safe to call from several processes at once."""
+    from alembic import command
+
+    command.upgrade(alembic_config(configure_logger), "head")
+
+
+def schema_is_current() -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    with get_engine().connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads()) == heads

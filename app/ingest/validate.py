@@ -1,0 +1,103 @@
+"""Validation of upstream records: pure functions over one page, no I/O."""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.models import CREW_FIELDS, CrewBase
+
+PAGE_ADAPTER = TypeAdapter(list[CrewBase])
+RECORD_ADAPTER = TypeAdapter(CrewBase)
+KNOWN_FIELDS = frozenset(CREW_FIELDS)
+
+
+@dataclass(frozen=True)
+class Reject:
+    record_id: str | None
+    errors: list[dict[str, Any]]
+    raw: Any
+
+
+@dataclass
+class ValidatedPage:
+    crew: list[CrewBase]
+    rejects: list[Reject]
+
+
+@dataclass
+class SchemaDrift:
+    """Fields the upstream sent that the model does not know, and known fields it left out."""
+
+    unknown_fields: Counter[str] = field(default_factory=Counter)
+    missing_fields: Counter[str] = field(default_factory=Counter)
+
+    def observe(self, records: list[Any]) -> None:
+        for record in records:
+            if isinstance(record, dict):
+                keys = record.keys()
+                self.unknown_fields.update(keys - KNOWN_FIELDS)
+                self.missing_fields.update(KNOWN_FIELDS - keys)
+
+    def as_json(self) -> dict[str, dict[str, int]]:
+        drift = {"unknown_fields": self.unknown_fields, "missing_fields": self.missing_fields}
+        return {name: dict(sorted(counts.items())) for name, counts in drift.items() if counts}
+
+
+def validate_page(records: list[Any]) -> ValidatedPage:
+    """Validate a page in one compiled call; only a page with errors is revisited per record."""
+    try:
+        crew = PAGE_ADAPTER.validate_python(records)
+    except ValidationError:
+        crew, rejects = validate_one_by_one(records)
+    else:
+        rejects = []
+    return drop_repeated_ids(crew, records, rejects)
+
+
+def validate_one_by_one(records: list[Any]) -> tuple[list[CrewBase], list[Reject]]:
+    crew: list[CrewBase] = []
+    rejects: list[Reject] = []
+    for record in records:
+        try:
+            crew.append(RECORD_ADAPTER.validate_python(record))
+        except ValidationError as exc:
+            rejects.append(Reject(record_id_of(record), error_list(exc), record))
+    return crew, rejects
+
+
+def drop_repeated_ids(
+    crew: list[CrewBase], records: list[Any], rejects: list[Reject]
+) -> ValidatedPage:
+    """Keep the first record of each id; later ones become rejects."""
+    if len({member.id for member in crew}) == len(crew):
+        return ValidatedPage(crew, rejects)
+    raw_by_id = {record_id_of(record): record for record in records}
+    seen: set[str] = set()
+    unique: list[CrewBase] = []
+    for member in crew:
+        if member.id in seen:
+            rejects.append(duplicate_reject(member.id, raw_by_id.get(member.id)))
+        else:
+            seen.add(member.id)
+            unique.append(member)
+    return ValidatedPage(unique, rejects)
+
+
+def duplicate_reject(record_id: str, raw: Any) -> Reject:
+    error = {"type": "duplicate_id", "loc": ["id"], "msg": "id already seen in this run"}
+    return Reject(record_id, [error], raw)
+
+
+def record_id_of(record: Any) -> str | None:
+    record_id = record.get("id") if isinstance(record, dict) else None
+    return record_id.strip().lower() if isinstance(record_id, str) else None
+
+
+def error_list(exc: ValidationError) -> list[dict[str, Any]]:
+    """Errors as JSON-safe dicts; the offending input is kept once, in the reject's `raw`."""
+    return [
+        {"type": error["type"], "loc": list(error["loc"]), "msg": error["msg"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]

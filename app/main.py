@@ -1,0 +1,81 @@
+"""The FastAPI app. Start-up migrates, recovers interrupted runs and starts the scheduler."""
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator
+from types import FrameType
+
+import structlog
+from fastapi import FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.concurrency import run_in_threadpool
+
+from app.api import crew, health, ingest
+from app.config import settings
+from app.db import get_engine, migrate
+from app.ingest import service
+from app.ingest.ownership import fail_orphaned_runs, lease
+from app.logs import configure_logging
+from app.scheduler import run_schedule
+
+log = structlog.get_logger("crew_etl")
+
+SHUTDOWN_GRACE_SECONDS = 25
+
+
+def interrupt_runs_on_signals() -> None:
+    """Chain onto the server's SIGTERM/SIGINT handlers: running ingests roll back and end
+    `failed` with an `interrupted` error, and the server waits for them as background tasks."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (not under TestClient)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(received: int, frame: FrameType | None, previous: object = previous) -> None:
+            service.interrupt_local_runs(f"interrupted: received {signal.Signals(received).name}")
+            if callable(previous):
+                previous(received, frame)
+
+        signal.signal(signum, handler)
+
+
+async def start_up(app: FastAPI) -> None:
+    if settings.INGEST_API_TOKEN is None:
+        log.warning("INGEST_API_TOKEN is not set: anyone who can reach the API can start runs")
+    if settings.MIGRATE_ON_START:
+        await run_in_threadpool(migrate)
+    await run_in_threadpool(lease.hold, get_engine())
+    failed = await run_in_threadpool(fail_orphaned_runs, get_engine())
+    if failed:
+        log.warning("marked interrupted runs failed", run_ids=failed)
+    app.state.recovered = True
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    await start_up(app)
+    interrupt_runs_on_signals()
+    scheduler = None
+    if settings.INGEST_INTERVAL_SECONDS > 0:
+        scheduler = asyncio.create_task(run_schedule(settings.INGEST_INTERVAL_SECONDS))
+    yield
+    if scheduler is not None:
+        scheduler.cancel()
+    service.interrupt_local_runs("interrupted: service shutting down")
+    await run_in_threadpool(service.wait_for_local_runs, SHUTDOWN_GRACE_SECONDS)
+    lease.release()
+
+
+app = FastAPI(
+    title="SpaceX crew ETL",
+    summary="Ingests the SpaceX crew API into PostgreSQL and serves it back.",
+    version="0.1.0",
+    lifespan=lifespan,
+)
+app.include_router(crew.router)
+app.include_router(ingest.router)
+app.include_router(health.router)
+Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)

@@ -1,0 +1,197 @@
+"""Tables and API schemas: each SQLModel class is both the Pydantic model and the ORM table."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, StringConstraints, field_validator
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field, SQLModel
+
+HEX24 = r"^[0-9a-f]{24}$"
+HTTP_URL = r"^https?://[^\s\x00]+$"
+PRINTABLE = r"^[^\x00]*$"  # Postgres text cannot hold NUL
+HAS_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+LaunchId = Annotated[str, StringConstraints(to_lower=True, pattern=HEX24)]
+
+
+def _unique_in_order(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _timestamp(**column_kwargs: Any) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), sa_column_kwargs=column_kwargs)
+
+
+class CrewStatus(StrEnum):
+    active = "active"
+    inactive = "inactive"
+    retired = "retired"
+    unknown = "unknown"
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.queued, RunStatus.running)
+
+
+class RunTrigger(StrEnum):
+    api = "api"
+    cli = "cli"
+    schedule = "schedule"
+
+
+# Crew: the upstream record as validated, stored and served.
+class CrewBase(SQLModel):
+    id: str = Field(primary_key=True, max_length=24, schema_extra={"pattern": HEX24})
+    name: str = Field(min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT}, index=True)
+    status: CrewStatus = Field(sa_type=String(16), index=True)
+    agency: str | None = Field(default=None, max_length=100, schema_extra={"pattern": PRINTABLE})
+    image: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
+    wikipedia: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
+    launches: Annotated[list[LaunchId], AfterValidator(_unique_in_order)] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(String(24)), nullable=False, server_default="{}"),
+    )
+
+    @field_validator("id", "status", mode="before")
+    @classmethod
+    def lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+CREW_FIELDS = tuple(CrewBase.model_fields)
+
+
+# The table adds bookkeeping: first seen, last changed, soft deletion.
+class Crew(CrewBase, table=True):
+    __tablename__ = "crew"
+    __table_args__ = (
+        Index("ix_crew_agency_lower", func.lower(text("agency"))),
+        Index("ix_crew_launches", "launches", postgresql_using="gin"),
+        Index("ix_crew_updated_at", "updated_at"),
+    )
+
+    created_at: datetime | None = _timestamp(nullable=False, server_default=func.now())
+    updated_at: datetime | None = _timestamp(nullable=False, server_default=func.now())
+    deleted_at: datetime | None = _timestamp()
+
+
+# What the API returns for a crew member.
+class CrewPublic(CrewBase):
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+# Columns an ingest run and its public view share.
+class IngestRunBase(SQLModel):
+    status: RunStatus = Field(default=RunStatus.queued, sa_type=String(16), index=True)
+    trigger: RunTrigger = Field(sa_type=String(16))
+    source_url: str = Field(sa_type=Text)
+    pages_fetched: int = 0
+    records_fetched: int = 0
+    records_valid: int = 0
+    records_rejected: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0
+    rows_deleted: int = 0
+    error: str | None = Field(default=None, sa_type=Text)
+    schema_drift: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+
+
+# One ingest run. At most one run is queued or running at a time, enforced by the database.
+class IngestRun(IngestRunBase, table=True):
+    __tablename__ = "ingest_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{status}'" for status in RunStatus) + ")",
+            name="ck_ingest_runs_status",
+        ),
+        Index(
+            "ux_ingest_runs_one_active",
+            text("(true)"),
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        Index(
+            "ux_ingest_runs_schedule_slot",
+            "schedule_slot",
+            unique=True,
+            postgresql_where=text("schedule_slot IS NOT NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime | None = _timestamp(nullable=False, server_default=func.now())
+    started_at: datetime | None = _timestamp()
+    finished_at: datetime | None = _timestamp()
+    allow_mass_delete: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
+    cancel_requested: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
+    # Advisory-lock key of the process that owns the run; see app/ingest/ownership.py.
+    owner_id: int | None = Field(default=None, sa_type=BigInteger)
+    # Interval number of a scheduled run: one run per interval across replicas.
+    schedule_slot: int | None = Field(default=None, sa_type=BigInteger)
+
+
+# What the API returns for a run.
+class IngestRunPublic(IngestRunBase):
+    id: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+# A record the upstream sent that did not pass validation, kept as received.
+class IngestReject(SQLModel, table=True):
+    __tablename__ = "ingest_rejects"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="ingest_runs.id", ondelete="CASCADE", index=True)
+    record_id: str | None = Field(default=None, sa_type=Text)
+    errors: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    raw: Any = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime | None = _timestamp(nullable=False, server_default=func.now())
+
+
+# What the API returns for a reject.
+class IngestRejectPublic(SQLModel):
+    id: int
+    run_id: int
+    record_id: str | None
+    errors: list[dict[str, Any]]
+    raw: Any
+    created_at: datetime
+
+
+ItemT = TypeVar("ItemT")
+
+
+# The list envelope shared by every collection endpoint.
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,105 @@
+"""Tests run against a real PostgreSQL: TEST_DATABASE_URL when set, else a fresh embedded one.
+
+The environment is set before `app` is imported, because settings are read once at import.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _test_database_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    from app.db import start_embedded_postgres
+
+    return start_embedded_postgres(Path(tempfile.mkdtemp(prefix="crew-etl-test-pg-")))
+
+
+os.environ.update(
+    DATABASE_URL=_test_database_url(),
+    SPACEX_API_URL="https://api.spacexdata.test",
+    HTTP_TIMEOUT_SECONDS="2",
+    HTTP_RETRIES="2",
+    HTTP_BACKOFF_INITIAL_SECONDS="0.01",
+    HTTP_BACKOFF_MAX_SECONDS="1",
+    INGEST_INTERVAL_SECONDS="0",
+    LOG_FORMAT="json",
+)
+os.environ.pop("INGEST_API_TOKEN", None)
+
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from app.config import settings  # noqa: E402
+from app.db import get_engine, migrate  # noqa: E402
+from app.main import app  # noqa: E402
+from tests.fake_upstream import FakeUpstream  # noqa: E402
+
+
+def load_fixture(name: str = "crew_v4.json") -> list[dict[str, Any]]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def schema() -> None:
+    migrate()
+
+
+@pytest.fixture(autouse=True)
+def clean_tables() -> Iterator[None]:
+    with get_engine().begin() as connection:
+        connection.execute(
+            text("TRUNCATE crew, ingest_runs, ingest_rejects RESTART IDENTITY CASCADE")
+        )
+    yield
+
+
+@pytest.fixture(name="session")
+def session_fixture() -> Iterator[Session]:
+    with Session(get_engine()) as session:
+        yield session
+
+
+@pytest.fixture(name="client")
+def client_fixture() -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(name="crew_records")
+def crew_records_fixture() -> list[dict[str, Any]]:
+    return load_fixture()
+
+
+@pytest.fixture(name="upstream")
+def upstream_fixture(
+    crew_records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeUpstream]:
+    """The real snapshot served over HTTP on 127.0.0.1, in pages of 5."""
+    server = FakeUpstream(crew_records).start()
+    monkeypatch.setattr(settings, "SPACEX_API_URL", server.url)
+    monkeypatch.setattr(settings, "INGEST_PAGE_SIZE", 5)
+    yield server
+    server.stop()
+
+
+def crew_checksum() -> str:
+    """md5 over every crew row and column, to prove a table is untouched."""
+    query = text("SELECT md5(coalesce(string_agg(c::text, '|' ORDER BY id), '')) FROM crew c")
+    with get_engine().connect() as connection:
+        return str(connection.execute(query).scalar_one())
+
+
+def query_one(sql: str, **params: Any) -> Any:
+    with get_engine().connect() as connection:
+        return connection.execute(text(sql), params).one()
