@@ -24,7 +24,9 @@ HTTP_URL = r"^https?://[^\s\x00]+$"
 PRINTABLE = r"^[^\x00]*$"  # Postgres text cannot hold NUL
 HAS_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
-LaunchId = Annotated[str, StringConstraints(to_lower=True, pattern=HEX24)]
+HEX24_ANY_CASE = r"^[0-9a-fA-F]{24}$"
+
+LaunchId = Annotated[str, StringConstraints(pattern=HEX24_ANY_CASE), AfterValidator(str.lower)]
 
 
 def _unique_in_order(ids: list[str]) -> list[str]:

@@ -6,14 +6,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 
 from app.api.deps import SessionDep
-from app.models import PRINTABLE, Crew, CrewPublic, CrewStatus, Page
+from app.models import HEX24_ANY_CASE, PRINTABLE, Crew, CrewPublic, CrewStatus, Page
 
 router = APIRouter(prefix="/crew", tags=["crew"])
 
 SortKey = Literal[
     "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
 ]
-HEX24_ANY_CASE = r"^[0-9a-fA-F]{24}$"
+
 
 
 def escape_like(text: str) -> str:

@@ -1,0 +1,148 @@
+"""HTTP API behaviour: filters, sorting, paging, run listing, 404/409/422."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from app.ingest import service
+from app.models import RunTrigger
+from tests.fake_upstream import Fault, FakeUpstream
+
+
+@pytest.fixture(name="loaded")
+def loaded_fixture(client: TestClient, upstream: FakeUpstream) -> list[dict[str, Any]]:
+    response = client.post("/ingest")
+    assert client.get(f"/ingest/{response.json()['id']}").json()["status"] == "succeeded"
+    return list(upstream.records)
+
+
+def names(response: Any) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [member["name"] for member in response.json()["items"]]
+
+
+def test_agency_filter_is_case_insensitive(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    assert names(client.get("/crew?agency=jaxa")) == ["Akihiko Hoshide", "Soichi Noguchi"]
+
+
+def test_status_name_and_launch_filters(client: TestClient, loaded: list[dict[str, Any]]) -> None:
+    assert client.get("/crew?status=retired").json()["total"] == 0
+    assert client.get("/crew?status=active").json()["total"] == 18
+    assert names(client.get("/crew?name=HURL")) == ["Douglas Hurley"]
+    assert names(client.get("/crew?name=%25")) == []  # LIKE wildcards are literal
+    demo2 = "5eb87d46ffd86e000604b388"
+    assert names(client.get(f"/crew?launch={demo2}")) == ["Douglas Hurley", "Robert Behnken"]
+
+
+def test_sort_and_pagination(client: TestClient, loaded: list[dict[str, Any]]) -> None:
+    everyone = sorted(r["name"] for r in loaded)
+    assert names(client.get("/crew?limit=5")) == everyone[:5]
+    assert names(client.get("/crew?limit=5&offset=15")) == everyone[15:]
+    assert names(client.get("/crew?sort=-name&limit=3")) == everyone[::-1][:3]
+    by_agency = names(client.get("/crew?sort=agency&limit=1000"))
+    agencies = [next(r["agency"] for r in loaded if r["name"] == n) for n in by_agency]
+    assert agencies == sorted(agencies)
+    body = client.get("/crew?limit=2&offset=1").json()
+    assert (body["total"], body["limit"], body["offset"], len(body["items"])) == (18, 2, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "offset=-1",
+        "sort=height",
+        "status=resting",
+        "launch=xyz",
+        "include_deleted=maybe",
+        "agency=" + "a" * 101,
+        "name=%00",
+    ],
+)
+def test_invalid_parameters_answer_422_naming_the_parameter(client: TestClient, query: str) -> None:
+    response = client.get(f"/crew?{query}")
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", query.split("=")[0]]
+
+
+def test_crew_member_by_id_and_404(client: TestClient, loaded: list[dict[str, Any]]) -> None:
+    record = loaded[3]
+    assert client.get(f"/crew/{record['id']}").json()["name"] == record["name"]
+    assert client.get(f"/crew/{record['id'].upper()}").json()["id"] == record["id"]
+    missing = client.get("/crew/" + "0" * 24)
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": f"crew member {'0' * 24} not found"}
+    assert client.get("/crew/not-an-id").status_code == 422
+
+
+def test_second_trigger_while_a_run_is_active_answers_409(
+    client: TestClient, session: Session
+) -> None:
+    active = service.create_run(session, RunTrigger.cli)
+
+    response = client.post("/ingest")
+
+    assert response.status_code == 409
+    assert response.json()["active_run_id"] == active.id
+    assert response.headers["location"] == f"/ingest/{active.id}"
+    assert client.get("/ingest").json()["total"] == 1
+
+
+def test_run_listing_newest_first_with_status_filter(
+    client: TestClient, loaded: list[dict[str, Any]], upstream: FakeUpstream
+) -> None:
+    upstream.fail(1, Fault("status", status=404))
+    client.post("/ingest")
+
+    runs = client.get("/ingest").json()
+    assert [(r["id"], r["status"]) for r in runs["items"]] == [(2, "failed"), (1, "succeeded")]
+    failed = client.get("/ingest?status=failed").json()
+    assert (failed["total"], failed["items"][0]["error"]) == (1, "page 1: HTTP 404 Not Found")
+    assert client.get("/ingest?limit=1&offset=1").json()["items"][0]["id"] == 1
+    assert client.get("/ingest/99").status_code == 404
+    assert client.get("/ingest/99/rejects").status_code == 404
+    assert client.get("/ingest/0").status_code == 422
+    assert client.get("/ingest?status=sleeping").status_code == 422
+
+
+def test_rejects_are_listed_with_errors_and_raw_record(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    upstream.records[4] = {**upstream.records[4], "status": "on mars"}
+    upstream.records[9] = "not an object"
+
+    run = client.post("/ingest").json()
+    rejects = client.get(f"/ingest/{run['id']}/rejects").json()
+
+    assert client.get(f"/ingest/{run['id']}").json()["records_rejected"] == 2
+    assert rejects["total"] == 2
+    first, second = rejects["items"]
+    assert first["record_id"] == upstream.records[4]["id"]
+    assert first["raw"] == upstream.records[4]
+    assert [e["loc"] for e in first["errors"]] == [["status"]]
+    assert (second["record_id"], second["raw"]) == (None, "not an object")
+    assert client.get("/crew").json()["total"] == 16
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": True, "migrations": True, "recovery": True}
+
+
+def test_openapi_documents_every_endpoint(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+
+    assert len(operations) == 9
+    assert all(op.get("summary") and op.get("description") for op in operations)
+    params = spec["paths"]["/crew"]["get"]["parameters"]
+    assert all(p.get("description") for p in params)
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,108 @@
+"""Paging, retries and envelope checks of the extract step, with the upstream mocked by httpx_mock."""
+
+from typing import Any
+
+import httpx
+import pytest
+from pytest_httpx import HTTPXMock
+
+from app.ingest.extract import ExtractError, FetchPolicy, iter_pages, make_client
+
+BASE = "https://api.spacexdata.test"
+URL = f"{BASE}/v4/crew/query"
+FAST = FetchPolicy(page_size=2, retries=2, backoff_initial=0.001, backoff_max=0.01)
+
+
+def page(number: int, docs: list[Any], last: int) -> dict[str, Any]:
+    return {"docs": docs, "page": number, "hasNextPage": number < last, "nextPage": number + 1}
+
+
+def fetch_all(policy: FetchPolicy = FAST) -> list[tuple[int, list[Any]]]:
+    with make_client(1) as client:
+        return [(p.number, p.records) for p in iter_pages(client, BASE, policy)]
+
+
+def test_follows_pages_until_has_next_page_is_false(httpx_mock: HTTPXMock) -> None:
+    for number in (1, 2, 3):
+        body = {"query": {}, "options": {"page": number, "limit": 2}}
+        httpx_mock.add_response(url=URL, match_json=body, json=page(number, [number], last=3))
+
+    assert fetch_all() == [(1, [1]), (2, [2]), (3, [3])]
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_retries_retryable_status_then_succeeds(httpx_mock: HTTPXMock, status: int) -> None:
+    httpx_mock.add_response(url=URL, status_code=status)
+    httpx_mock.add_response(url=URL, json=page(1, ["a"], last=1))
+
+    assert fetch_all() == [(1, ["a"])]
+    assert len(httpx_mock.get_requests()) == 2
+
+
+def test_retries_timeouts_and_connect_errors(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=URL)
+    httpx_mock.add_exception(httpx.ConnectError("refused"), url=URL)
+    httpx_mock.add_response(url=URL, json=page(1, ["a"], last=1))
+
+    assert fetch_all() == [(1, ["a"])]
+
+
+def test_gives_up_after_the_last_retry_naming_page_and_status(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=URL, json=page(1, ["a"], last=2))
+    httpx_mock.add_response(url=URL, status_code=503, is_reusable=True)
+
+    with pytest.raises(ExtractError, match=r"^page 2: HTTP 503 after 3 attempts$"):
+        fetch_all()
+    assert len(httpx_mock.get_requests()) == 4
+
+
+def test_gives_up_on_timeouts(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=URL, is_reusable=True)
+
+    with pytest.raises(ExtractError, match=r"^page 1: timeout after 3 attempts"):
+        fetch_all()
+
+
+def test_client_errors_are_not_retried(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(url=URL, status_code=404)
+
+    with pytest.raises(ExtractError, match=r"^page 1: HTTP 404 Not Found$"):
+        fetch_all()
+    assert len(httpx_mock.get_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        ({"json": {"page": 1}}, "page 1: envelope is missing 'docs'"),
+        ({"json": {"docs": {"a": 1}}}, "page 1: 'docs' is not a list but dict"),
+        ({"json": [1, 2]}, "page 1: expected a JSON object, got list"),
+        ({"text": "<html/>", "headers": {"content-type": "text/html"}}, "page 1: expected a JSON"),
+        ({"text": "{not json", "headers": {"content-type": "application/json"}}, "invalid JSON"),
+    ],
+)
+def test_bad_envelopes_fail_with_page_and_cause(
+    httpx_mock: HTTPXMock, response: dict[str, Any], message: str
+) -> None:
+    httpx_mock.add_response(url=URL, **response)
+
+    with pytest.raises(ExtractError) as failure:
+        fetch_all()
+    assert message in str(failure.value)
+
+
+def test_retry_after_sets_the_wait(httpx_mock: HTTPXMock) -> None:
+    import stamina.instrumentation
+
+    waits: list[float] = []
+    stamina.instrumentation.set_on_retry_hooks([lambda details: waits.append(details.wait_for)])
+    httpx_mock.add_response(url=URL, status_code=429, headers={"Retry-After": "0.2"})
+    httpx_mock.add_response(url=URL, status_code=429, headers={"Retry-After": "3600"})
+    httpx_mock.add_response(url=URL, json=page(1, [], last=1))
+    policy = FetchPolicy(retries=2, backoff_initial=0.001, backoff_max=0.3)
+
+    try:
+        assert fetch_all(policy) == [(1, [])]
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(None)
+    assert waits == [0.2, 0.3]  # as told, then capped by HTTP_BACKOFF_MAX_SECONDS
