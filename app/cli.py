@@ -122,32 +122,13 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs to list")] = 20)
             select(IngestRun).order_by(col(IngestRun.id).desc()).limit(limit)
         ).all()
     table = Table(title="Ingest runs, newest first")
-    for column in (
-        "id",
-        "status",
-        "trigger",
-        "started",
-        "finished",
-        "inserted",
-        "updated",
-        "deleted",
-        "rejected",
-        "error",
-    ):
-        table.add_column(column)
+    for column in ("id", "status", "trigger", "started (UTC)", "ins/upd/del/rej"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="fold")
     for run in recent:
-        table.add_row(
-            str(run.id),
-            run.status,
-            run.trigger,
-            str(run.started_at or ""),
-            str(run.finished_at or ""),
-            str(run.rows_inserted),
-            str(run.rows_updated),
-            str(run.rows_deleted),
-            str(run.records_rejected),
-            run.error or "",
-        )
+        started = run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else ""
+        counts = f"{run.rows_inserted}/{run.rows_updated}/{run.rows_deleted}/{run.records_rejected}"
+        table.add_row(str(run.id), run.status, run.trigger, started, counts, run.error or "")
     console.print(table)
 
 

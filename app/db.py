@@ -1,6 +1,7 @@
 """Database engine and sessions; starts an embedded PostgreSQL when no URL is configured."""
 
 import functools
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,10 +17,12 @@ if TYPE_CHECKING:
 
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) a pgserver instance whose data lives in `data_dir`; return its URL."""
-    import pgserver  # only needed when no DATABASE_URL is given
+    with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver  # only needed when no DATABASE_URL is given
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
     return server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
@@ -58,9 +61,14 @@ def migrate(configure_logger: bool = False) -> None:
 
 
 def schema_is_current() -> bool:
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+    from sqlalchemy.exc import ProgrammingError
 
     heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
     with get_engine().connect() as connection:
-        return set(MigrationContext.configure(connection).get_current_heads()) == heads
+        try:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            return set(rows) == heads
+        except ProgrammingError:  # no alembic_version table yet
+            return False

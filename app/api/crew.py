@@ -15,7 +15,6 @@ SortKey = Literal[
 ]
 
 
-
 def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 

@@ -1,0 +1,45 @@
+"""`crew-etl` commands: exit codes, summaries and run listing, through the same service code."""
+
+from typer.testing import CliRunner
+
+from app.cli import cli
+from tests.conftest import query_one
+from tests.fake_upstream import Fault, FakeUpstream
+
+runner = CliRunner()
+
+
+def test_ingest_prints_a_summary_and_exits_zero(upstream: FakeUpstream) -> None:
+    result = runner.invoke(cli, ["ingest"])
+
+    assert result.exit_code == 0, result.output
+    assert "Ingest run 1: succeeded" in result.output
+    assert "rows_inserted" in result.output and "18" in result.output
+    assert query_one("SELECT status, trigger FROM ingest_runs WHERE id = 1") == ("succeeded", "cli")
+
+
+def test_failed_ingest_exits_one_with_the_error(upstream: FakeUpstream) -> None:
+    upstream.fail(1, Fault("status", status=403))
+
+    result = runner.invoke(cli, ["ingest"])
+
+    assert result.exit_code == 1
+    assert "failed" in result.output and "HTTP 403 Forbidden" in result.output
+
+
+def test_runs_lists_recent_runs(upstream: FakeUpstream) -> None:
+    runner.invoke(cli, ["ingest"])
+    upstream.fail(1, Fault("status", status=403))
+    runner.invoke(cli, ["ingest"])
+
+    result = runner.invoke(cli, ["runs", "--limit", "5"])
+
+    assert result.exit_code == 0
+    lines = [line for line in result.output.splitlines() if "│ cli" in line]
+    assert len(lines) == 2 and "failed" in lines[0] and "succeeded" in lines[1]
+
+
+def test_every_command_has_help() -> None:
+    for command in ("serve", "ingest", "migrate", "runs"):
+        result = runner.invoke(cli, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
