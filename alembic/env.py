@@ -2,11 +2,11 @@
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from alembic import context
 from app.db import get_engine
 
 MIGRATION_LOCK_KEY = 0x637265775F6D6967  # "crew_mig": serialises concurrent `upgrade`s

@@ -22,7 +22,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
         import pgserver  # only needed when no DATABASE_URL is given
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     return server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
 
 

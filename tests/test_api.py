@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from app.ingest import service
 from app.models import RunTrigger
-from tests.fake_upstream import Fault, FakeUpstream
+from tests.fake_upstream import FakeUpstream, Fault
 
 
 @pytest.fixture(name="loaded")

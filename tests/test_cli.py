@@ -4,7 +4,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from tests.conftest import query_one
-from tests.fake_upstream import Fault, FakeUpstream
+from tests.fake_upstream import FakeUpstream, Fault
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""Paging, retries and envelope checks of the extract step, with the upstream mocked by httpx_mock."""
+"""Paging, retries and envelope checks of extract, with the upstream mocked by httpx_mock."""
 
 from typing import Any
 

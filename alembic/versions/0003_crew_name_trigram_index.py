@@ -9,9 +9,8 @@ Revises: 0002
 
 from collections.abc import Sequence
 
-from sqlalchemy import text
-
 from alembic import op
+from sqlalchemy import text
 
 revision: str = "0003"
 down_revision: str | None = "0002"
