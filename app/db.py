@@ -1,29 +1,17 @@
 """Database engine and sessions; starts an embedded PostgreSQL when no URL is configured."""
 
 import functools
-import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlmodel import Session, create_engine
 
 from app.config import PROJECT_ROOT, settings
+from app.embedded_postgres import start_embedded_postgres
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
-
-
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) a pgserver instance whose data lives in `data_dir`; return its URL."""
-    with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        import pgserver  # only needed when no DATABASE_URL is given
-
-        data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
-    return server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 @functools.cache

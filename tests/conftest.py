@@ -19,7 +19,7 @@ def _test_database_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
-    from app.db import start_embedded_postgres
+    from app.embedded_postgres import start_embedded_postgres
 
     return start_embedded_postgres(Path(tempfile.mkdtemp(prefix="crew-etl-test-pg-")))
 

@@ -50,7 +50,7 @@ WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = 
 
 INSERT_REJECTS = """
 INSERT INTO ingest_rejects (run_id, record_id, errors, raw)
-SELECT %s, r.record_id, r.errors, r.raw
+SELECT %s, r.record_id, r.errors, coalesce(r.raw, 'null'::jsonb)
 FROM jsonb_to_recordset(%s::jsonb) AS r(record_id text, errors jsonb, raw jsonb)
 """
 

@@ -204,9 +204,7 @@ def load_one_page(
     drift.observe(page.records)
     checked = validate.validate_page(page.records)
     result = load.load_page(cursor, checked.crew)
-    rejects = checked.rejects + [
-        validate.duplicate_reject(record_id, None) for record_id in result.repeated_ids
-    ]
+    rejects = checked.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
     counts.pages_fetched += 1
     counts.records_fetched += len(page.records)
     counts.records_valid += len(checked.crew) - len(result.repeated_ids)

@@ -85,6 +85,14 @@ def drop_repeated_ids(
     return ValidatedPage(unique, rejects)
 
 
+def repeated_id_rejects(repeated_ids: list[str], records: list[Any]) -> list[Reject]:
+    """Rejects for ids an earlier page of the run already had (found by the load step)."""
+    if not repeated_ids:
+        return []
+    raw_by_id = {record_id_of(record): record for record in records}
+    return [duplicate_reject(record_id, raw_by_id.get(record_id)) for record_id in repeated_ids]
+
+
 def duplicate_reject(record_id: str, raw: Any) -> Reject:
     error = {"type": "duplicate_id", "loc": ["id"], "msg": "id already seen in this run"}
     return Reject(record_id, [error], raw)
