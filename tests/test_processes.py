@@ -1,0 +1,204 @@
+"""Real server processes on one database: SIGKILL, SIGTERM, racing replicas and migrations."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.db import database_url
+from tests.conftest import crew_checksum, query_one
+from tests.fake_upstream import FakeUpstream
+
+PROJECT = Path(__file__).resolve().parent.parent
+UVICORN = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+CREW_ETL_SERVE = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+class Server:
+    """The app in its own process, as an operator would start it."""
+
+    def __init__(self, command: list[str], upstream_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "SPACEX_API_URL": upstream_url,
+            "INGEST_PAGE_SIZE": "2",
+            "LOG_FORMAT": "json",
+        }
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            cwd=PROJECT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ready)
+
+    def ready(self) -> bool:
+        assert self.process.poll() is None, "server exited during start-up"
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def post(self, path: str) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture(name="servers")
+def servers_fixture(upstream: FakeUpstream) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(command: list[str] = UVICORN) -> Server:
+        started.append(Server(command, upstream.url))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def run_row(run_id: int) -> Any:
+    return query_one(
+        "SELECT status, error, pages_fetched FROM ingest_runs WHERE id = :id", id=run_id
+    )
+
+
+def load_snapshot(server: Server) -> str:
+    run_id = server.post("/ingest").json()["id"]
+    wait_until(lambda: run_row(run_id).status == "succeeded")
+    return crew_checksum()
+
+
+def start_slow_run(server: Server, upstream: FakeUpstream) -> int:
+    """A run that changes every row, slowed down so it is caught half-way through its load."""
+    upstream.records = [{**r, "status": "retired"} for r in upstream.records]
+    upstream.page_delay_seconds = 1.0
+    response = server.post("/ingest")
+    assert response.status_code == 202
+    run_id = int(response.json()["id"])
+    wait_until(lambda: run_row(run_id).pages_fetched >= 2)
+    return run_id
+
+
+def test_sigkill_mid_load_keeps_the_snapshot_and_the_next_start_fails_the_orphan(
+    servers: Callable[..., Server], upstream: FakeUpstream
+) -> None:
+    first = servers()
+    before = load_snapshot(first)
+    run_id = start_slow_run(first, upstream)
+
+    replica = servers()  # a replica starting meanwhile must leave the live run alone
+    assert run_row(run_id).status == "running"
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+
+    assert crew_checksum() == before
+    assert run_row(run_id).status == "running"  # nobody has noticed yet
+    restarted = servers()
+    status, error, _ = run_row(run_id)
+    assert status == "failed" and error.startswith("interrupted")
+    upstream.page_delay_seconds = 0
+    assert load_snapshot(restarted) != before
+    assert replica.ready()
+
+
+@pytest.mark.parametrize("command", [UVICORN, CREW_ETL_SERVE], ids=["uvicorn", "crew-etl-serve"])
+def test_sigterm_rolls_back_and_records_the_interruption(
+    servers: Callable[..., Server], upstream: FakeUpstream, command: list[str]
+) -> None:
+    server = servers(command)
+    before = load_snapshot(server)
+    run_id = start_slow_run(server, upstream)
+
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=30)
+
+    status, error, _ = run_row(run_id)
+    assert (status, error) == ("failed", "interrupted: received SIGTERM")
+    assert crew_checksum() == before
+
+
+def test_twenty_concurrent_triggers_on_two_replicas_start_exactly_one_run(
+    servers: Callable[..., Server], upstream: FakeUpstream
+) -> None:
+    replicas = [servers(), servers()]
+    upstream.page_delay_seconds = 0.2
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(lambda i: replicas[i % 2].post("/ingest"), range(20)))
+
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [202] + [409] * 19
+    run_id = next(r.json()["id"] for r in responses if r.status_code == 202)
+    assert {r.json()["active_run_id"] for r in responses if r.status_code == 409} == {run_id}
+    wait_until(lambda: run_row(run_id).status == "succeeded")
+    assert query_one("SELECT count(*) FROM ingest_runs")[0] == 1
+
+
+@pytest.fixture(name="fresh_database_url")
+def fresh_database_url_fixture() -> Iterator[str]:
+    admin = create_engine(database_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("DROP DATABASE IF EXISTS crew_etl_migration_race"))
+        connection.execute(text("CREATE DATABASE crew_etl_migration_race"))
+    yield (
+        make_url(database_url())
+        .set(database="crew_etl_migration_race")
+        .render_as_string(hide_password=False)
+    )
+    with admin.connect() as connection:
+        connection.execute(text("DROP DATABASE crew_etl_migration_race WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_replicas_migrating_at_once_do_not_collide(fresh_database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": fresh_database_url}
+    command = [sys.executable, "-m", "app.cli", "migrate"]
+    processes = [
+        subprocess.Popen(
+            command, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(4)
+    ]
+
+    outputs = [process.communicate(timeout=60)[0].decode() for process in processes]
+
+    assert [process.returncode for process in processes] == [0] * 4, outputs
+    engine = create_engine(fresh_database_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [
+            ("0003",)
+        ]
+    engine.dispose()
