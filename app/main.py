@@ -8,9 +8,13 @@ from collections.abc import AsyncIterator
 from types import FrameType
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import Response
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app.api import crew, health, ingest
 from app.config import settings
@@ -79,3 +83,15 @@ app.include_router(crew.router)
 app.include_router(ingest.router)
 app.include_router(health.router)
 Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+
+
+@app.exception_handler(405)
+async def method_not_allowed(request: Request, exc: HTTPException) -> Response:
+    """List every method the path supports in `Allow` (Starlette names only the first route's)."""
+    allowed: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            allowed |= getattr(route, "methods", None) or set()
+    exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return await http_exception_handler(request, exc)
