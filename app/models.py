@@ -88,6 +88,7 @@ class Crew(CrewBase, table=True):
     __tablename__ = "crew"
     __table_args__ = (
         Index("ix_crew_agency_lower", func.lower(text("agency"))),
+        Index("ix_crew_agency", "agency"),
         Index("ix_crew_launches", "launches", postgresql_using="gin"),
         Index("ix_crew_updated_at", "updated_at"),
     )
@@ -197,3 +198,4 @@ class Page(BaseModel, Generic[ItemT]):
     total: int
     limit: int
     offset: int
+    total_exact: bool = True  # false when `total` is an estimate (very broad crew filters)

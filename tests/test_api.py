@@ -146,3 +146,17 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     params = spec["paths"]["/crew"]["get"]["parameters"]
     assert all(p.get("description") for p in params)
     assert client.get("/docs").status_code == 200
+
+
+def test_broad_filters_report_the_planner_estimate(
+    client: TestClient, loaded: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.api import crew
+
+    monkeypatch.setattr(crew, "ESTIMATE_ABOVE", 5)
+
+    broad = client.get("/crew?agency=NASA").json()
+    narrow = client.get("/crew?agency=JAXA").json()
+
+    assert (broad["total"], broad["total_exact"], len(broad["items"])) == (10, False, 10)
+    assert (narrow["total"], narrow["total_exact"]) == (2, True)

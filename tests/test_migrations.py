@@ -39,7 +39,7 @@ def test_downgrade_to_base_then_upgrade_to_head() -> None:
     finally:
         migrate()
     assert model_differences() == []
-    assert query_one("SELECT version_num FROM alembic_version")[0] == "0003"
+    assert query_one("SELECT version_num FROM alembic_version")[0] == "0004"
 
 
 def test_trigram_index_exists_exactly_where_pg_trgm_is_available() -> None:

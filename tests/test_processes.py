@@ -199,6 +199,6 @@ def test_replicas_migrating_at_once_do_not_collide(fresh_database_url: str) -> N
     engine = create_engine(fresh_database_url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [
-            ("0003",)
+            ("0004",)
         ]
     engine.dispose()

@@ -174,11 +174,20 @@ def run_pipeline(
         )
         commit_success(cursor, run_id, counts, drift)
         connection.commit()
+        refresh_statistics(cursor, counts, active_before)
     except BaseException:
         connection.rollback()
         raise
     finally:
         connection.close()
+
+
+def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
+    """ANALYZE after a large change (autovacuum's 10% rule, applied at once), so the very next
+    reads are planned with the new row counts; a first load would otherwise be planned blind."""
+    if counts.rows_inserted + counts.rows_updated + counts.rows_deleted > 0.1 * active_before:
+        cursor.execute("ANALYZE crew")
+        cursor.connection.commit()
 
 
 def next_page(run_id: int, pages: Prefetcher[extract.Page]) -> extract.Page | None:
@@ -203,7 +212,8 @@ def load_one_page(
 ) -> None:
     drift.observe(page.records)
     checked = validate.validate_page(page.records)
-    result = load.load_page(cursor, checked.crew)
+    page_json = validate.PAGE_ADAPTER.dump_json(checked.crew).decode()
+    result = load.load_page(cursor, page_json, len(checked.crew))
     rejects = checked.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
     counts.pages_fetched += 1
     counts.records_fetched += len(page.records)
