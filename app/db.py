@@ -24,6 +24,10 @@ def get_engine() -> Engine:
     return create_engine(
         database_url(),
         pool_pre_ping=True,
+        # as many connections as the threadpool runs sync endpoints at once (40), so busy
+        # moments reuse connections instead of opening and closing overflow ones
+        pool_size=40,
+        max_overflow=10,
         connect_args={"application_name": "crew-etl"},
     )
 
