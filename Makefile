@@ -23,7 +23,7 @@ run: install  ## migrate, then serve on 127.0.0.1:8000 (embedded Postgres withou
 	$(RUN) crew-etl serve --host 127.0.0.1 --port 8000
 
 test: install  ## the whole suite against a real PostgreSQL
-	$(RUN) pytest
+	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: install
 	$(RUN) ruff check app tests alembic bench

@@ -1,6 +1,7 @@
 """Database engine and sessions; starts an embedded PostgreSQL when no URL is configured."""
 
 import functools
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,8 @@ def get_session() -> Iterator[Session]:
 def alembic_config(configure_logger: bool = True) -> "AlembicConfig":
     from alembic.config import Config as AlembicConfig
 
-    config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
+    # ALEMBIC_CONFIG is alembic's own variable; the Docker image points it at /app/alembic.ini
+    config = AlembicConfig(os.environ.get("ALEMBIC_CONFIG", str(PROJECT_ROOT / "alembic.ini")))
     config.attributes["configure_logger"] = configure_logger
     return config
 

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+
+# --- build: resolve dependencies from uv.lock into a virtualenv ---------------------------------
+FROM python:3.12-slim-bookworm AS build
+COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+WORKDIR /src
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY app ./app
+RUN uv sync --frozen --no-dev --no-editable
+
+# --- runtime: the virtualenv, the migrations, a non-root user; no build tools ------------------
+FROM python:3.12-slim-bookworm AS runtime
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --chown=app:app alembic.ini ./
+COPY --chown=app:app alembic ./alembic
+ENV PATH="/opt/venv/bin:$PATH" \
+    ALEMBIC_CONFIG=/app/alembic.ini \
+    PYTHONUNBUFFERED=1 \
+    LOG_FORMAT=json \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    WORKERS=1
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", timeout=2)"]
+# exec: uvicorn is PID 1 and receives SIGTERM itself (running ingests roll back, see README)
+CMD ["sh", "-c", "exec uvicorn app.main:app --host \"$HOST\" --port \"$PORT\" --workers \"$WORKERS\""]
