@@ -9,6 +9,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlmodel import Session, col, select
 
+from app import metrics
 from app.config import settings
 from app.logs import configure_logging
 from app.models import IngestRun
@@ -52,6 +53,7 @@ def ingest(
     from app.models import RunTrigger
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    metrics.install_retry_hooks()
     if settings.MIGRATE_ON_START:
         upgrade()
     with Session(get_engine()) as session:

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from app import metrics
 from app.api import crew, health, ingest
 from app.config import settings
 from app.db import get_engine, migrate
@@ -46,6 +47,7 @@ def interrupt_runs_on_signals() -> None:
 
 
 async def start_up(app: FastAPI) -> None:
+    metrics.install_retry_hooks()
     if settings.INGEST_API_TOKEN is None:
         log.warning("INGEST_API_TOKEN is not set: anyone who can reach the API can start runs")
     if settings.MIGRATE_ON_START:

@@ -2,7 +2,9 @@
 
 from typing import TYPE_CHECKING
 
+import stamina.instrumentation
 from prometheus_client import Counter, Gauge, Histogram
+from stamina.instrumentation import RetryDetails
 
 if TYPE_CHECKING:
     from app.models import IngestRun
@@ -46,7 +48,16 @@ def observe_finished_run(run: "IngestRun", duration_seconds: float) -> None:
         LAST_SUCCESS.set(run.finished_at.timestamp())
 
 
-def count_retry(details: object) -> None:
-    """stamina retry hook: one increment per retried upstream request."""
-    caused_by = getattr(details, "caused_by", None)
-    UPSTREAM_RETRIES.labels(reason=type(caused_by).__name__).inc()
+def count_retry(details: RetryDetails) -> None:
+    """stamina retry hook: one increment per retried upstream request, by cause."""
+    cause = details.caused_by
+    response = getattr(cause, "response", None)
+    reason = f"http_{response.status_code}" if response is not None else type(cause).__name__
+    UPSTREAM_RETRIES.labels(reason=reason).inc()
+
+
+def install_retry_hooks() -> None:
+    """Log every retry (with the run's context) and count it."""
+    stamina.instrumentation.set_on_retry_hooks(
+        [stamina.instrumentation.StructlogOnRetryHook, count_retry]
+    )

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
 import re
 import shutil
@@ -27,8 +26,8 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg2

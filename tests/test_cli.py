@@ -1,12 +1,21 @@
 """`crew-etl` commands: exit codes, summaries and run listing, through the same service code."""
 
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from app.cli import cli
+from app.db import database_url
 from tests.conftest import query_one
 from tests.fake_upstream import FakeUpstream, Fault
 
 runner = CliRunner()
+PROJECT = Path(__file__).resolve().parent.parent
 
 
 def test_ingest_prints_a_summary_and_exits_zero(upstream: FakeUpstream) -> None:
@@ -43,3 +52,41 @@ def test_every_command_has_help() -> None:
     for command in ("serve", "ingest", "migrate", "runs"):
         result = runner.invoke(cli, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def run_in_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run `command` attached to a pseudo-terminal, as an operator at a shell would."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        command, cwd=PROJECT, env=env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    output = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    return process.wait(timeout=60), output.decode(errors="replace")
+
+
+def test_ingest_on_a_terminal_shows_progress_then_the_summary(upstream: FakeUpstream) -> None:
+    upstream.page_delay_seconds = 0.3
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "SPACEX_API_URL": upstream.url,
+        "INGEST_PAGE_SIZE": "5",
+        "LOG_FORMAT": "console",
+        "COLUMNS": "120",
+    }
+
+    code, output = run_in_terminal([sys.executable, "-m", "app.cli", "ingest"], env)
+
+    assert code == 0, output
+    assert re.search(r"run 1: [1-4] pages, \d+ records, 0 rejected", output)
+    assert "Ingest run 1: succeeded" in output

@@ -41,7 +41,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
 class Server:
     """The app in its own process, as an operator would start it."""
 
-    def __init__(self, command: list[str], upstream_url: str) -> None:
+    def __init__(self, command: list[str], upstream_url: str, **extra_env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -50,6 +50,7 @@ class Server:
             "SPACEX_API_URL": upstream_url,
             "INGEST_PAGE_SIZE": "2",
             "LOG_FORMAT": "json",
+            **extra_env,
         }
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
@@ -80,8 +81,8 @@ class Server:
 def servers_fixture(upstream: FakeUpstream) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(command: list[str] = UVICORN) -> Server:
-        started.append(Server(command, upstream.url))
+    def start(command: list[str] = UVICORN, **extra_env: str) -> Server:
+        started.append(Server(command, upstream.url, **extra_env))
         return started[-1]
 
     yield start
