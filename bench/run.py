@@ -283,10 +283,15 @@ def read_load(url: str, seconds: int) -> tuple[str, list[Reads]]:
     return tool, results
 
 
+def database_label() -> str:
+    url = make_url(database_url())
+    return f"{url.host}:{url.port or 5432}" if url.host else "embedded pgserver (unix socket)"
+
+
 def report(records: int, loads: list[Load], tool: str, reads: list[Reads]) -> str:
     baseline = loads[0].seconds
     lines = [
-        f"N = {records:,} records, {os.cpu_count()} cores, database {make_url(database_url()).host or 'embedded (unix socket)'}",
+        f"N = {records:,} records, {os.cpu_count()} cores, database {database_label()}",
         "",
         "| step | wall s | records/s | peak RSS MB | x COPY baseline | rows written |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -307,7 +312,8 @@ def report(records: int, loads: list[Load], tool: str, reads: list[Reads]) -> st
     for read in reads:
         path = read.url.split(":", 2)[2].split("/", 1)[1]
         lines.append(
-            f"| GET /{path} | {read.p50_ms:.1f} | {read.p99_ms:.1f} | {read.rps:,.0f} | {read.errors} |"
+            f"| GET /{path} | {read.p50_ms:.1f} | {read.p99_ms:.1f} "
+            f"| {read.rps:,.0f} | {read.errors} |"
         )
     return "\n".join(lines)
 
