@@ -29,7 +29,7 @@ def get_engine() -> Engine:
         # moments reuse connections instead of opening and closing overflow ones
         pool_size=40,
         max_overflow=10,
-        connect_args={"application_name": "crew-etl"},
+        connect_args={"application_name": "crew-etl", "options": "-c timezone=UTC"},
     )
 
 
