@@ -6,7 +6,8 @@ The environment is set before `app` is imported, because settings are read once 
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,16 @@ def crew_checksum() -> str:
 def query_one(sql: str, **params: Any) -> Any:
     with get_engine().connect() as connection:
         return connection.execute(text(sql), params).one()
+
+
+def run_row(run_id: int) -> Any:
+    return query_one(
+        "SELECT status, error, pages_fetched FROM ingest_runs WHERE id = :id", id=run_id
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

@@ -5,11 +5,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.db import database_url
-from tests.conftest import crew_checksum, query_one
+from tests.conftest import crew_checksum, query_one, run_row, wait_until
 from tests.fake_upstream import FakeUpstream
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -29,13 +27,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 class Server:
@@ -88,12 +79,6 @@ def servers_fixture(upstream: FakeUpstream) -> Iterator[Callable[..., Server]]:
     yield start
     for server in started:
         server.stop()
-
-
-def run_row(run_id: int) -> Any:
-    return query_one(
-        "SELECT status, error, pages_fetched FROM ingest_runs WHERE id = :id", id=run_id
-    )
 
 
 def load_snapshot(server: Server) -> str:

@@ -1,9 +1,6 @@
 """Cancelling runs, and the bearer token that guards every write endpoint."""
 
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,21 +9,8 @@ from sqlmodel import Session
 from app.config import settings
 from app.ingest import service
 from app.models import RunTrigger
-from tests.conftest import crew_checksum, query_one
+from tests.conftest import crew_checksum, query_one, run_row, wait_until
 from tests.fake_upstream import FakeUpstream
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def run_row(run_id: int) -> Any:
-    return query_one(
-        "SELECT status, error, pages_fetched FROM ingest_runs WHERE id = :id", id=run_id
-    )
 
 
 def test_cancel_a_queued_run(client: TestClient, session: Session) -> None:
