@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -27,6 +27,10 @@ HAS_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
 HEX24_ANY_CASE = r"^[0-9a-fA-F]{24}$"
 
 LaunchId = Annotated[str, StringConstraints(pattern=HEX24_ANY_CASE), AfterValidator(str.lower)]
+
+
+def _strip_lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 def _unique_in_order(ids: list[str]) -> list[str]:
@@ -63,9 +67,13 @@ class RunTrigger(StrEnum):
 
 # Crew: the upstream record as validated, stored and served.
 class CrewBase(SQLModel):
-    id: str = Field(primary_key=True, max_length=24, schema_extra={"pattern": HEX24})
+    id: Annotated[str, BeforeValidator(_strip_lower)] = Field(
+        primary_key=True, max_length=24, schema_extra={"pattern": HEX24}
+    )
     name: str = Field(min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT}, index=True)
-    status: CrewStatus = Field(sa_type=String(16), index=True)
+    status: Annotated[CrewStatus, BeforeValidator(_strip_lower)] = Field(
+        sa_type=String(16), index=True
+    )
     agency: str | None = Field(default=None, max_length=100, schema_extra={"pattern": PRINTABLE})
     image: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
     wikipedia: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
@@ -73,11 +81,6 @@ class CrewBase(SQLModel):
         default_factory=list,
         sa_column=Column(ARRAY(String(24)), nullable=False, server_default="{}"),
     )
-
-    @field_validator("id", "status", mode="before")
-    @classmethod
-    def lower_case(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
 
 
 CREW_FIELDS = tuple(CrewBase.model_fields)
