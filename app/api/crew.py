@@ -1,5 +1,5 @@
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from sqlalchemy import Text, cast, func, literal, text
@@ -75,25 +75,27 @@ def read_crew(
     """Crew members loaded from the upstream, filtered, sorted and paginated."""
     filters = crew_filters(agency, status, name, launch, include_deleted)
     total, exact = count_crew(session, filters)
-    column = col(getattr(Crew, sort.lstrip("-")))
-    order = column.desc() if sort.startswith("-") else column.asc()
     page = (
         select(*Crew.__table__.columns)  # type: ignore[attr-defined]
         .where(*filters)
-        .order_by(order, col(Crew.id))
+        .order_by(*sort_order(Crew.__table__.c, sort))  # type: ignore[attr-defined]
         .offset(offset)
         .limit(limit)
         .subquery("member")
     )
     # PostgreSQL renders the page as JSON: rows written only after validation need no second
     # pass through pydantic, and this halves the Python work per request (see README).
-    in_order = aggregate_order_by(page.table_valued(), page.c[sort.lstrip("-")], page.c.id)
-    if sort.startswith("-"):
-        in_order = aggregate_order_by(page.table_valued(), page.c[sort[1:]].desc(), page.c.id)
+    in_order = aggregate_order_by(page.table_valued(), *sort_order(page.c, sort))
     as_json = func.coalesce(func.json_agg(in_order), text("'[]'::json"))
     items = session.exec(select(cast(as_json, Text))).one()
     rest = json.dumps({"total": total, "limit": limit, "offset": offset, "total_exact": exact})
     return Response(f'{{"items": {items}, {rest[1:]}', media_type="application/json")
+
+
+def sort_order(columns: Any, sort: SortKey) -> tuple[ColumnElement[Any], ...]:
+    """ORDER BY for a sort key, with the id as tie-breaker so pages are stable."""
+    key = columns[sort.lstrip("-")]
+    return (key.desc() if sort.startswith("-") else key.asc(), columns["id"])
 
 
 def count_crew(session: Session, filters: list[ColumnElement[bool]]) -> tuple[int, bool]:
