@@ -256,7 +256,7 @@ async def httpx_load(url: str, seconds: int) -> Reads:
     return Reads(url, cuts[49], cuts[98], len(latencies) / elapsed, errors)
 
 
-def read_load(url: str, seconds: int) -> tuple[str, list[Reads]]:
+def read_load(url: str, seconds: int, generator: str) -> tuple[str, list[Reads]]:
     port = free_port()
     command = [
         sys.executable,
@@ -273,7 +273,7 @@ def read_load(url: str, seconds: int) -> tuple[str, list[Reads]]:
     ]
     env = {**service_env(url, "http://127.0.0.1:9"), "MIGRATE_ON_START": "false"}
     results = []
-    tool = "wrk" if shutil.which("wrk") else "httpx"
+    tool = generator if generator != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     with process(command, env, f"http://127.0.0.1:{port}/healthz"):
         for target in read_urls(port):
             httpx.get(target, timeout=30)  # warm up
@@ -324,6 +324,7 @@ def main() -> None:
     )
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--read-seconds", type=int, default=10)
+    parser.add_argument("--load-generator", choices=("auto", "wrk", "httpx"), default="auto")
     args = parser.parse_args()
     url = bench_database()
     subprocess.run(
@@ -340,7 +341,7 @@ def main() -> None:
             ingest("re-ingest, unchanged", url, same, args.records),
             ingest("re-ingest, 1% changed", url, changed, args.records),
         ]
-    tool, reads = read_load(url, args.read_seconds)
+    tool, reads = read_load(url, args.read_seconds, args.load_generator)
     print(report(args.records, loads, tool, reads))
 
 
