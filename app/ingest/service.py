@@ -185,9 +185,14 @@ def run_pipeline(
 def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
     """ANALYZE after a large change (autovacuum's 10% rule, applied at once), so the very next
     reads are planned with the new row counts; a first load would otherwise be planned blind."""
-    if counts.rows_inserted + counts.rows_updated + counts.rows_deleted > 0.1 * active_before:
+    if counts.rows_inserted + counts.rows_updated + counts.rows_deleted <= 0.1 * active_before:
+        return
+    try:
         cursor.execute("ANALYZE crew")
         cursor.connection.commit()
+    except Exception:  # the run is committed; stale statistics only cost speed
+        log.warning("ANALYZE after the run failed", exc_info=True)
+        cursor.connection.rollback()
 
 
 def next_page(run_id: int, pages: Prefetcher[extract.Page]) -> extract.Page | None:
