@@ -22,7 +22,8 @@ def _test_database_url() -> str:
         return url
     from app.embedded_postgres import start_embedded_postgres
 
-    return start_embedded_postgres(Path(tempfile.mkdtemp(prefix="crew-etl-test-pg-")))
+    data_dir = Path(tempfile.mkdtemp(prefix="crew-etl-test-pg-"))
+    return start_embedded_postgres(data_dir, cleanup_mode="delete")
 
 
 os.environ.update(
