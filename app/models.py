@@ -29,7 +29,7 @@ HEX24_ANY_CASE = r"^[0-9a-fA-F]{24}$"
 LaunchId = Annotated[str, StringConstraints(pattern=HEX24_ANY_CASE), AfterValidator(str.lower)]
 
 
-def _strip_lower(value: Any) -> Any:
+def strip_lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
@@ -67,11 +67,11 @@ class RunTrigger(StrEnum):
 
 # Crew: the upstream record as validated, stored and served.
 class CrewBase(SQLModel):
-    id: Annotated[str, BeforeValidator(_strip_lower)] = Field(
+    id: Annotated[str, BeforeValidator(strip_lower)] = Field(
         primary_key=True, max_length=24, schema_extra={"pattern": HEX24}
     )
     name: str = Field(min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT}, index=True)
-    status: Annotated[CrewStatus, BeforeValidator(_strip_lower)] = Field(
+    status: Annotated[CrewStatus, BeforeValidator(strip_lower)] = Field(
         sa_type=String(16), index=True
     )
     agency: str | None = Field(default=None, max_length=100, schema_extra={"pattern": PRINTABLE})

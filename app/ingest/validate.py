@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from sqlmodel import SQLModel
 
-from app.models import CREW_FIELDS, CrewBase
+from app.models import CREW_FIELDS, CrewBase, strip_lower
 
 
 def compiled_twin(model: type[SQLModel]) -> type[BaseModel]:
@@ -89,22 +89,20 @@ def validate_one_by_one(records: list[Any]) -> tuple[list[Any], list[Reject]]:
 
 def drop_repeated_ids(crew: list[Any], records: list[Any], rejects: list[Reject]) -> ValidatedPage:
     """Keep the first record of each id; later ones become rejects."""
-    if len({member.id for member in crew}) == len(crew):
-        return ValidatedPage(crew, rejects)
-    raw_by_id = {record_id_of(record): record for record in records}
     seen: set[str] = set()
     unique: list[Any] = []
+    repeated: list[str] = []
     for member in crew:
         if member.id in seen:
-            rejects.append(duplicate_reject(member.id, raw_by_id.get(member.id)))
+            repeated.append(member.id)
         else:
             seen.add(member.id)
             unique.append(member)
-    return ValidatedPage(unique, rejects)
+    return ValidatedPage(unique, rejects + repeated_id_rejects(repeated, records))
 
 
 def repeated_id_rejects(repeated_ids: list[str], records: list[Any]) -> list[Reject]:
-    """Rejects for ids an earlier page of the run already had (found by the load step)."""
+    """Rejects for ids seen earlier in the run, each with the (last) record of that id."""
     if not repeated_ids:
         return []
     raw_by_id = {record_id_of(record): record for record in records}
@@ -117,8 +115,8 @@ def duplicate_reject(record_id: str, raw: Any) -> Reject:
 
 
 def record_id_of(record: Any) -> str | None:
-    record_id = record.get("id") if isinstance(record, dict) else None
-    return record_id.strip().lower() if isinstance(record_id, str) else None
+    record_id = strip_lower(record.get("id")) if isinstance(record, dict) else None
+    return record_id if isinstance(record_id, str) else None
 
 
 def error_list(exc: ValidationError) -> list[dict[str, Any]]:
