@@ -19,7 +19,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import settings
 from app.db import database_url
+from tests.fake_upstream import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 BENCH_DB = "crew_etl_bench"
@@ -57,12 +57,6 @@ class Reads:
     p99_ms: float
     rps: float
     errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(url: str, timeout: float = 60) -> None:

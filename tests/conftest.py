@@ -118,3 +118,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def ingest(client: TestClient, **params: Any) -> dict[str, Any]:
+    """POST /ingest and return the finished run; TestClient runs the background task first."""
+    response = client.post("/ingest", params=params)
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    assert response.headers["location"] == f"/ingest/{run_id}"
+    return dict(client.get(f"/ingest/{run_id}").json())

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import math
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,13 @@ from starlette.routing import Route
 
 AGENCIES = ("NASA", "SpaceX", "ESA", "JAXA", "Roscosmos")
 FIRST_NAMES = ("Anna", "Robert", "Joanne", "Victor", "Shannon", "Hannah", "Matthias", "Koichi")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def synthetic_crew(index: int, version: int = 0) -> dict[str, Any]:

@@ -8,13 +8,13 @@ from sqlmodel import Session
 
 from app.ingest import service
 from app.models import RunTrigger
+from tests.conftest import ingest
 from tests.fake_upstream import FakeUpstream, Fault
 
 
 @pytest.fixture(name="loaded")
 def loaded_fixture(client: TestClient, upstream: FakeUpstream) -> list[dict[str, Any]]:
-    response = client.post("/ingest")
-    assert client.get(f"/ingest/{response.json()['id']}").json()["status"] == "succeeded"
+    assert ingest(client)["status"] == "succeeded"
     return list(upstream.records)
 
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import settings
-from tests.conftest import crew_checksum
+from tests.conftest import crew_checksum, ingest
 from tests.fake_upstream import FakeUpstream, Fault
 
 
@@ -22,12 +22,6 @@ def loaded_fixture(client: TestClient, upstream: FakeUpstream) -> str:
     upstream.records = [{**r, "name": r["name"] + " Jr."} for r in upstream.records]
     upstream.requests.clear()
     return crew_checksum()
-
-
-def ingest(client: TestClient, **params: Any) -> dict[str, Any]:
-    response = client.post("/ingest", params=params)
-    assert response.status_code == 202, response.text
-    return dict(client.get(f"/ingest/{response.json()['id']}").json())
 
 
 def assert_failed_untouched(run: dict[str, Any], checksum: str, error: str) -> None:

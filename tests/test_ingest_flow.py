@@ -10,7 +10,7 @@ from pytest_httpx import HTTPXMock
 
 from app.config import settings
 from app.ingest.extract import USER_AGENT
-from tests.conftest import crew_checksum, query_one
+from tests.conftest import crew_checksum, ingest, query_one
 
 QUERY_URL = f"{settings.SPACEX_API_URL}/v4/crew/query"
 pytestmark = pytest.mark.httpx_mock(should_mock=lambda request: request.url.host != "testserver")
@@ -28,15 +28,6 @@ def envelope(docs: list[Any], page: int = 1, has_next: bool = False) -> dict[str
 
 def serve_once(httpx_mock: HTTPXMock, records: list[Any]) -> None:
     httpx_mock.add_response(method="POST", url=QUERY_URL, json=envelope(records))
-
-
-def ingest(client: TestClient) -> dict[str, Any]:
-    """POST /ingest; TestClient runs the background task before returning."""
-    response = client.post("/ingest")
-    assert response.status_code == 202, response.text
-    run_id = response.json()["id"]
-    assert response.headers["location"] == f"/ingest/{run_id}"
-    return client.get(f"/ingest/{run_id}").json()
 
 
 def test_full_ingest_loads_every_fixture_record(

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,17 +15,11 @@ from sqlalchemy.engine import make_url
 
 from app.db import database_url
 from tests.conftest import crew_checksum, query_one, run_row, wait_until
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 UVICORN = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
 CREW_ETL_SERVE = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
