@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session, create_engine
 
 from app.config import PROJECT_ROOT, settings
@@ -36,6 +36,13 @@ def get_engine() -> Engine:
 def get_session() -> Iterator[Session]:
     with Session(get_engine()) as session:
         yield session
+
+
+def get_read_connection() -> Iterator[Connection]:
+    """A pooled connection in autocommit, for reads that are one statement: no BEGIN, and no
+    ROLLBACK round trip when it goes back to the pool."""
+    with get_engine().connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def alembic_config(configure_logger: bool = True) -> "AlembicConfig":

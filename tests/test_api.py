@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from app.ingest import service
 from app.models import RunTrigger
-from tests.conftest import ingest
+from tests.conftest import ingest, query_one
 from tests.fake_upstream import FakeUpstream, Fault
 
 
@@ -160,3 +160,28 @@ def test_broad_filters_report_the_planner_estimate(
 
     assert (broad["total"], broad["total_exact"], len(broad["items"])) == (10, False, 10)
     assert (narrow["total"], narrow["total_exact"]) == (2, True)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "agency=x'); DROP TABLE crew; --",
+        "name=O'Brien\\'' OR ''='",
+        "name=$$ OR true --",
+        "agency=%27%27%27",
+    ],
+)
+def test_quotes_in_filters_are_values_never_sql(
+    client: TestClient, loaded: list[dict[str, Any]], query: str
+) -> None:
+    body = client.get(f"/crew?{query}").json()
+
+    assert (body["items"], body["total"], body["total_exact"]) == ([], 0, True)
+    assert client.get("/crew").json()["total"] == 18
+
+
+def test_the_estimate_function_only_plans_its_query(loaded: list[dict[str, Any]]) -> None:
+    estimate = query_one("SELECT planner_row_estimate('DELETE FROM crew')")[0]
+
+    assert estimate == 0  # the plan's top node (ModifyTable) returns no rows
+    assert query_one("SELECT count(*) FROM crew")[0] == 18

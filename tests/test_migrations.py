@@ -7,9 +7,10 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from app.db import alembic_config, get_engine, migrate, schema_is_current
-from tests.conftest import query_one
+from tests.conftest import migration_head, query_one
 
 EXCLUDED = {"ix_crew_name_trgm"}  # created only where pg_trgm exists; see migration 0003
+ESTIMATE_FUNCTION = "SELECT count(*) FROM pg_proc WHERE proname = 'planner_row_estimate'"
 
 
 def model_differences() -> list[object]:
@@ -35,11 +36,13 @@ def test_downgrade_to_base_then_upgrade_to_head() -> None:
         command.downgrade(config, "base")
         tables = set(inspect(get_engine()).get_table_names())
         assert tables & {"crew", "ingest_runs", "ingest_rejects"} == set()
+        assert query_one(ESTIMATE_FUNCTION)[0] == 0
         assert not schema_is_current()
     finally:
         migrate()
     assert model_differences() == []
-    assert query_one("SELECT version_num FROM alembic_version")[0] == "0004"
+    assert query_one("SELECT version_num FROM alembic_version")[0] == migration_head()
+    assert query_one(ESTIMATE_FUNCTION)[0] == 1
 
 
 def test_trigram_index_exists_exactly_where_pg_trgm_is_available() -> None:

@@ -3,12 +3,14 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 from sqlmodel import Session
 
 from app.config import settings
-from app.db import get_session
+from app.db import get_read_connection, get_session
 
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadConnectionDep = Annotated[Connection, Depends(get_read_connection)]
 
 bearer = HTTPBearer(auto_error=False, description="Required when INGEST_API_TOKEN is set.")
 
