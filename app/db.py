@@ -61,12 +61,18 @@ def migrate(configure_logger: bool = False) -> None:
     command.upgrade(alembic_config(configure_logger), "head")
 
 
-def schema_is_current() -> bool:
+def migration_heads() -> set[str]:
+    """The newest revision(s) in alembic/versions."""
     from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def schema_is_current() -> bool:
     from sqlalchemy import text
     from sqlalchemy.exc import ProgrammingError
 
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    heads = migration_heads()
     with get_engine().connect() as connection:
         try:
             rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()

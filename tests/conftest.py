@@ -113,15 +113,6 @@ def run_row(run_id: int) -> Any:
     )
 
 
-def migration_head() -> str:
-    """The newest revision in alembic/versions."""
-    from alembic.script import ScriptDirectory
-
-    from app.db import alembic_config
-
-    return ScriptDirectory.from_config(alembic_config(False)).get_current_head()  # type: ignore[return-value]
-
-
 def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

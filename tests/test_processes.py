@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.db import database_url
-from tests.conftest import crew_checksum, migration_head, query_one, run_row, wait_until
+from app.db import database_url, migration_heads
+from tests.conftest import crew_checksum, query_one, run_row, wait_until
 from tests.fake_upstream import FakeUpstream, free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -178,6 +178,6 @@ def test_replicas_migrating_at_once_do_not_collide(fresh_database_url: str) -> N
     engine = create_engine(fresh_database_url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [
-            (migration_head(),)
+            (head,) for head in migration_heads()
         ]
     engine.dispose()
