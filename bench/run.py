@@ -279,7 +279,7 @@ def read_load(url: str, seconds: int, generator: str) -> tuple[str, list[Reads]]
 
 def database_label() -> str:
     url = make_url(database_url())
-    return f"{url.host}:{url.port or 5432}" if url.host else "embedded pgserver (unix socket)"
+    return f"{url.host}:{url.port or 5432}" if url.host else "embedded PostgreSQL (unix socket)"
 
 
 def report(records: int, loads: list[Load], tool: str, reads: list[Reads]) -> str:

@@ -34,7 +34,7 @@ def compose() -> dict[str, Any]:
 
 def test_image_is_multi_stage_slim_and_locked() -> None:
     build, runtime = stages()["build"], stages()["runtime"]
-    assert "uv sync --frozen --no-dev" in " ".join(build)
+    assert "uv sync --frozen --no-default-groups" in " ".join(build)
     assert runtime[0].startswith("FROM python:3.12-slim")
     assert not any("uv" in line.split() or "apt-get" in line for line in runtime)
     assert "COPY --from=build /opt/venv /opt/venv" in runtime

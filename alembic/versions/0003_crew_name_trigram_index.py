@@ -1,6 +1,7 @@
 """trigram index for substring search on crew names, where pg_trgm is available
 
-Servers without the contrib extensions (the embedded pgserver build) keep the plain name index;
+Servers without the contrib extensions keep the plain name index (the embedded PostgreSQL and
+the postgres image both ship pg_trgm);
 `GET /crew?name=` still works there, by a sequential scan.
 
 Revision ID: 0003
