@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -28,6 +29,7 @@ from app.scheduler import run_schedule
 log = structlog.get_logger("crew_etl")
 
 SHUTDOWN_GRACE_SECONDS = 25
+DOCS_ASSETS = "/docs-assets"
 
 
 def interrupt_runs_on_signals() -> None:
@@ -75,16 +77,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     lease.release()
 
 
-app = FastAPI(
+# FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the service itself (no CDN)
+app = FastAPIOffline(
     title="SpaceX crew ETL",
     summary="Ingests the SpaceX crew API into PostgreSQL and serves it back.",
     version="0.1.0",
     lifespan=lifespan,
+    static_url=DOCS_ASSETS,
+    swagger_ui_parameters={"validatorUrl": None},  # the badge would call validator.swagger.io
 )
 app.include_router(crew.router)
 app.include_router(ingest.router)
 app.include_router(health.router)
-Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app).expose(
+    app, include_in_schema=False
+)
 
 
 @app.exception_handler(405)
