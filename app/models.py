@@ -70,10 +70,8 @@ class CrewBase(SQLModel):
     id: Annotated[str, BeforeValidator(strip_lower)] = Field(
         primary_key=True, max_length=24, schema_extra={"pattern": HEX24}
     )
-    name: str = Field(min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT}, index=True)
-    status: Annotated[CrewStatus, BeforeValidator(strip_lower)] = Field(
-        sa_type=String(16), index=True
-    )
+    name: str = Field(min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT})
+    status: Annotated[CrewStatus, BeforeValidator(strip_lower)] = Field(sa_type=String(16))
     agency: str | None = Field(default=None, max_length=100, schema_extra={"pattern": PRINTABLE})
     image: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
     wikipedia: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
@@ -89,11 +87,13 @@ CREW_FIELDS = tuple(CrewBase.model_fields)
 # The table adds bookkeeping: first seen, last changed, soft deletion.
 class Crew(CrewBase, table=True):
     __tablename__ = "crew"
+    # One (sort key, id) index per sort of GET /crew, serving its filter too (migration 0006).
     __table_args__ = (
-        Index("ix_crew_agency_lower", func.lower(text("agency"))),
-        Index("ix_crew_agency", "agency"),
+        Index("ix_crew_agency_key_id", func.coalesce(func.lower(text("agency")), ""), "id"),
+        Index("ix_crew_name_id", "name", "id"),
+        Index("ix_crew_status_id", "status", "id"),
+        Index("ix_crew_updated_at_id", "updated_at", "id"),
         Index("ix_crew_launches", "launches", postgresql_using="gin"),
-        Index("ix_crew_updated_at", "updated_at"),
     )
 
     created_at: datetime | None = _timestamp(nullable=False, server_default=func.now())
@@ -202,3 +202,8 @@ class Page(BaseModel, Generic[ItemT]):
     limit: int
     offset: int
     total_exact: bool = True  # false when `total` is an estimate (very broad crew filters)
+
+
+# A list envelope that can also be walked by keyset: `next` continues after the last item.
+class CursorPage(Page[ItemT], Generic[ItemT]):
+    next: str | None = None  # pass as `cursor=` with the same filters and sort; null at the end
