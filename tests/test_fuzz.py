@@ -36,6 +36,10 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     # negative_data_rejection is left out: unknown query parameters are ignored on purpose (as
     # cache-busters expect), and the token header added here defeats its "missing header" cases.
     # Invalid values answering 422 is asserted in test_api.py; missing tokens in test_run_control.
+    # A cursor is valid only as issued by the previous page, which no schema can say: generated
+    # ones are left out here, and test_pagination.py covers issued, foreign and forged ones.
+    if case.query:
+        case.query.pop("cursor", None)
     case.call_and_validate(
         headers={"Authorization": f"Bearer {TOKEN}"}, excluded_checks=[negative_data_rejection]
     )

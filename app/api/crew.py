@@ -1,97 +1,29 @@
-"""Crew reads. PostgreSQL renders each response as JSON in one statement, compiled once per
-combination of filters and sort, so a request costs one round trip and little Python."""
+"""Crew reads. PostgreSQL renders each response as JSON in one statement (app/api/crew_query.py),
+so a request costs one round trip and little Python."""
 
-import functools
-from typing import Annotated, Any, Literal
+import json
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
-from sqlalchemy import Connection, Text, bindparam, case, cast, func, literal_column, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
-from sqlalchemy.sql import Select
-from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import String, col, select
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Connection, Text, bindparam, cast, func
+from sqlmodel import col, select
 
+from app.api import cursor as cursors
+from app.api.crew_query import PUBLIC_FIELDS, SortKey, compiled, list_query
 from app.api.deps import ReadConnectionDep
-from app.models import HEX24_ANY_CASE, PRINTABLE, Crew, CrewPublic, CrewStatus, Page
+from app.models import HEX24_ANY_CASE, PRINTABLE, Crew, CrewPublic, CrewStatus, CursorPage
 
 router = APIRouter(prefix="/crew", tags=["crew"])
 
 # Above this many expected matches `total` is the planner's estimate and `total_exact` is false.
 ESTIMATE_ABOVE = 10_000
-
-SortKey = Literal[
-    "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
-]
-
-DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
-# What a crew member looks like in a response: the CrewPublic fields, in their order.
-PUBLIC_COLUMNS = [Crew.__table__.c[field] for field in CrewPublic.model_fields]  # type: ignore[attr-defined]
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
 
 
 def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def crew_condition(name: str) -> ColumnElement[bool]:
-    """The WHERE condition of one filter; its value arrives as the bound parameter `name`."""
-    match name:
-        case "live":
-            return col(Crew.deleted_at).is_(None)
-        case "agency":
-            return func.lower(Crew.agency) == bindparam("agency")
-        case "status":
-            return col(Crew.status) == bindparam("status")
-        case "name":
-            return col(Crew.name).ilike(bindparam("name"), escape="\\")
-        case "launch":
-            return col(Crew.launches).contains(bindparam("launch", type_=ARRAY(String(24))))
-    raise ValueError(f"unknown crew filter {name!r}")
-
-
-def sort_order(columns: Any, sort: SortKey) -> tuple[ColumnElement[Any], ...]:
-    """ORDER BY for a sort key, with the id as tie-breaker so pages are stable."""
-    key = columns[sort.lstrip("-")]
-    return (key.desc() if sort.startswith("-") else key.asc(), columns["id"])
-
-
-def compiled(statement: Any) -> str:
-    return str(statement.compile(dialect=DIALECT))
-
-
-@functools.cache
-def list_query(filters: frozenset[str], sort: SortKey) -> tuple[str, str]:
-    """(matches SQL, response SQL) for one combination of filters and sort.
-
-    The response is `{"items", "total", "limit", "offset", "total_exact"}` built by PostgreSQL:
-    `total` is the planner's estimate for the matches SQL (passed in as text) when that is above
-    `:estimate_above`, else an exact count, which PostgreSQL evaluates only in that case.
-    """
-    where = [crew_condition(name) for name in sorted(filters)]
-    matches: Select[Any] = select(literal_column("1")).select_from(Crew).where(*where)
-    page = (
-        select(*PUBLIC_COLUMNS)
-        .where(*where)
-        .order_by(*sort_order(Crew.__table__.c, sort))  # type: ignore[attr-defined]
-        .offset(bindparam("offset"))
-        .limit(bindparam("limit"))
-        .subquery("member")
-    )
-    in_order = aggregate_order_by(page.table_valued(), *sort_order(page.c, sort))
-    items = select(func.coalesce(func.json_agg(in_order), text("'[]'::json"))).scalar_subquery()
-    estimate = select(func.planner_row_estimate(bindparam("matches_sql")).label("rows")).cte(
-        "estimate"
-    )
-    exact = estimate.c.rows <= bindparam("estimate_above")
-    count = select(func.count()).select_from(Crew).where(*where).scalar_subquery()
-    response = func.json_build_object(
-        *(literal_column("'items'"), items),
-        *(literal_column("'total'"), case((exact, count), else_=estimate.c.rows)),
-        *(literal_column("'limit'"), bindparam("limit")),
-        *(literal_column("'offset'"), bindparam("offset")),
-        *(literal_column("'total_exact'"), exact),
-    )
-    return compiled(matches), compiled(select(cast(response, Text)).select_from(estimate))
 
 
 def filter_values(
@@ -113,8 +45,42 @@ def bound_sql(connection: Connection, sql: str, values: dict[str, Any]) -> str:
         return cursor.mogrify(sql, values).decode()  # type: ignore[no-any-return]
 
 
-@router.get("", summary="List crew members", response_model=Page[CrewPublic])
+def invalid(parameter: str, message: str, value: Any) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own parameter errors."""
+    error = {"type": "value_error", "loc": ("query", parameter), "msg": message, "input": value}
+    return RequestValidationError([error])
+
+
+def cursor_position(cursor: str, query_fingerprint: str, sort: SortKey) -> tuple[Any, str]:
+    """The (sort key, id) the page starts after, typed as the sort key's column."""
+    try:
+        key, row_id = cursors.decode(cursor, query_fingerprint)
+        if sort.lstrip("-") != "updated_at":
+            return key, row_id
+        moment = datetime.fromisoformat(key)
+        if moment.tzinfo is None:
+            raise ValueError("cursor time without a zone")
+        return moment, row_id
+    except ValueError as error:
+        message = str(error) if isinstance(error, cursors.InvalidCursor) else "not a valid cursor"
+        raise invalid("cursor", message, cursor) from error
+
+
+def with_next(body: str, next_cursor: str | None) -> str:
+    """The envelope PostgreSQL rendered (a JSON object) with `next` added as its last member."""
+    return f'{body[:-1]}, "next" : {json.dumps(next_cursor)}}}'
+
+
+def next_link(request: Request, next_cursor: str) -> str:
+    """RFC 8288 link to the next page: this request's query with the cursor instead of offset."""
+    url = request.url.remove_query_params(["offset", "cursor"])
+    url = url.include_query_params(cursor=next_cursor)
+    return f'<{url.path}?{url.query}>; rel="next"'
+
+
+@router.get("", summary="List crew members", response_model=CursorPage[CrewPublic])
 def read_crew(
+    request: Request,
     connection: ReadConnectionDep,
     agency: Annotated[
         str | None,
@@ -138,29 +104,51 @@ def read_crew(
     ] = False,
     sort: Annotated[SortKey, Query(description="Sort key; prefix with - for descending")] = "name",
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
-    offset: Annotated[int, Query(ge=0, le=2_000_000_000, description="Rows to skip")] = 0,
+    offset: Annotated[
+        int,
+        Query(ge=0, le=2_000_000_000, description="Rows to skip; costs O(offset), prefer cursor"),
+    ] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=4000,
+            pattern=CURSOR_PATTERN,
+            description="`next` of the previous page; continues it with the same filters and sort",
+        ),
+    ] = None,
 ) -> Response:
     """Crew members loaded from the upstream, filtered, sorted and paginated.
 
     `total` is exact when `total_exact` is true; above 10,000 expected matches it is the
-    planner's estimate, so a page costs the same however many rows match.
+    planner's estimate, so a page costs the same however many rows match. `next` (also sent as
+    a `Link: <...>; rel="next"` header) continues after the last item in time independent of
+    depth; `offset` reads and skips the rows before the page.
     """
     values = filter_values(agency, status, name, launch)
     filters = frozenset(values) | (set() if include_deleted else {"live"})
-    matches_sql, response_sql = list_query(filters, sort)
+    query = {"source": "crew", "filters": values, "include_deleted": include_deleted, "sort": sort}
+    query_fingerprint = cursors.fingerprint(query)
     params = {
         **values,
-        "matches_sql": bound_sql(connection, matches_sql, values),
         "estimate_above": ESTIMATE_ABOVE,
         "limit": limit,
         "offset": offset,
     }
-    body = connection.exec_driver_sql(response_sql, params).scalar_one()
-    return Response(body, media_type="application/json")
+    if cursor is not None:
+        if offset:
+            raise invalid("offset", "offset cannot be combined with cursor", offset)
+        params["after_key"], params["after_id"] = cursor_position(cursor, query_fingerprint, sort)
+    statement = list_query("crew", filters, sort, keyset=cursor is not None)
+    params["matches_sql"] = bound_sql(connection, statement.matches, values)
+    body, last = connection.exec_driver_sql(statement.response, params).one()
+    next_cursor = cursors.encode(query_fingerprint, json.loads(last)) if last else None
+    headers = {"Link": next_link(request, next_cursor)} if next_cursor else None
+    return Response(with_next(body, next_cursor), media_type="application/json", headers=headers)
 
 
 def member_query() -> str:
-    member = select(*PUBLIC_COLUMNS).where(col(Crew.id) == bindparam("id")).subquery("member")
+    columns = (Crew.__table__.c[field] for field in PUBLIC_FIELDS)  # type: ignore[attr-defined]
+    member = select(*columns).where(col(Crew.id) == bindparam("id")).subquery("member")
     return compiled(select(cast(func.row_to_json(member.table_valued()), Text)))
 
 

@@ -1,0 +1,155 @@
+"""The `GET /crew` list statement: filters, sort keys, offset or keyset paging, and the response
+envelope, rendered as JSON by PostgreSQL in one statement. No HTTP here.
+
+A statement is compiled once per shape (source, filters, sort, paging) and cached. The source is
+any relation with the crew columns, named in SOURCES (today the `crew` table), so another view
+of the crew gets the same filters, sorts and paging by adding an entry there.
+
+Every sort key ends in the id, and each (key, id) pair has a btree index (migration 0006), so a
+page is an index range scan that stops after `limit` rows, also deep into the table by cursor.
+"""
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Integer,
+    String,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.sql import FromClause, Select
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.models import Crew, CrewPublic
+
+SortKey = Literal[
+    "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
+]
+
+DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
+# What a crew member looks like in a response: the CrewPublic fields, in their order.
+PUBLIC_FIELDS = tuple(CrewPublic.model_fields)
+
+# Relations a list can read from, by name: each has (at least) the crew columns.
+SOURCES: dict[str, Callable[[], FromClause]] = {"crew": lambda: Crew.__table__}  # type: ignore[attr-defined]
+
+# The value each sort orders by, as an expression over a source's columns. Agency sorts the way
+# its filter compares (case-insensitively), with no agency as '' so that the key is never NULL:
+# a row comparison with NULL is unknown, which would stall a keyset walk at the first such row.
+SORT_KEYS: dict[str, Callable[[Any], ColumnElement[Any]]] = {
+    "name": lambda c: c.name,
+    "agency": lambda c: func.coalesce(func.lower(c.agency), literal_column("''")),
+    "status": lambda c: c.status,
+    "updated_at": lambda c: c.updated_at,
+}
+
+
+def crew_condition(name: str, c: Any) -> ColumnElement[bool]:
+    """The WHERE condition of one filter over columns `c`; its value is the bound parameter
+    `name`. Each compares the expression its index is built on (see migration 0006)."""
+    match name:
+        case "live":
+            return c.deleted_at.is_(None)  # type: ignore[no-any-return]
+        case "agency":
+            return SORT_KEYS["agency"](c) == bindparam("agency")
+        case "status":
+            return c.status == bindparam("status")  # type: ignore[no-any-return]
+        case "name":
+            return c.name.ilike(bindparam("name"), escape="\\")  # type: ignore[no-any-return]
+        case "launch":
+            return c.launches.contains(bindparam("launch", type_=ARRAY(String(24))))  # type: ignore[no-any-return]
+    raise ValueError(f"unknown crew filter {name!r}")
+
+
+def directed(descending: bool, *keys: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
+    """ORDER BY keys, all in one direction: a descending sort is the exact reverse of its
+    ascending one, ties included, so one (key, id) index serves both."""
+    return tuple(key.desc() if descending else key.asc() for key in keys)
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The SQL of one list shape.
+
+    `matches` selects the matching rows (ignoring paging), for planner_row_estimate().
+    `response` returns (body, next_key): the envelope as JSON text, and the (sort key, id) JSON
+    array of the page's last row when more rows follow, else NULL. Its parameters: the filter
+    values, `matches_sql`, `estimate_above`, `limit`, `offset`, and with keyset paging
+    `after_key`/`after_id`, the position the page starts after.
+    """
+
+    matches: str
+    response: str
+
+
+def compiled(statement: Any) -> str:
+    return str(statement.compile(dialect=DIALECT))
+
+
+@functools.cache
+def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool) -> ListQuery:
+    """The statements for one combination of source, filters, sort and paging kind."""
+    relation = SOURCES[source]()
+    conditions = [crew_condition(name, relation.c) for name in sorted(filters)]
+    matches: Select[Any] = select(literal_column("1")).select_from(relation).where(*conditions)
+    descending, sort_key = sort.startswith("-"), SORT_KEYS[sort.lstrip("-")]
+    key, limit = sort_key(relation.c), bindparam("limit", type_=Integer)
+    where = list(conditions)
+    if keyset:
+        position = tuple_(key, relation.c.id)
+        after = tuple_(bindparam("after_key"), bindparam("after_id"))
+        where.append(position < after if descending else position > after)
+    # One row beyond the page tells whether another page follows.
+    page = (
+        select(*(relation.c[f] for f in PUBLIC_FIELDS), key.label("sort_key"))
+        .where(*where)
+        .order_by(*directed(descending, key, relation.c.id))
+        .offset(bindparam("offset"))
+        .limit(limit + literal_column("1"))
+        .cte("page")
+    )
+    in_page_order = directed(descending, page.c.sort_key, page.c.id)
+    member = (
+        select(*(page.c[f] for f in PUBLIC_FIELDS))
+        .order_by(*in_page_order)
+        .limit(limit)
+        .subquery("member")
+    )
+    member_order = directed(descending, sort_key(member.c), member.c.id)
+    in_order = aggregate_order_by(member.table_valued(), *member_order)
+    items = select(func.coalesce(func.json_agg(in_order), text("'[]'::json"))).scalar_subquery()
+    estimate = select(func.planner_row_estimate(bindparam("matches_sql")).label("rows")).cte(
+        "estimate"
+    )
+    exact = estimate.c.rows <= bindparam("estimate_above")
+    count = select(func.count()).select_from(relation).where(*conditions).scalar_subquery()
+    response = func.json_build_object(
+        *(literal_column("'items'"), items),
+        *(literal_column("'total'"), case((exact, count), else_=estimate.c.rows)),
+        *(literal_column("'limit'"), limit),
+        *(literal_column("'offset'"), bindparam("offset")),
+        *(literal_column("'total_exact'"), exact),
+    )
+    rows_in_page = select(func.count()).select_from(page).scalar_subquery()
+    last_key = (
+        select(cast(func.json_build_array(page.c.sort_key, page.c.id), Text))
+        .order_by(*in_page_order)
+        .offset(limit - literal_column("1"))
+        .limit(literal_column("1"))
+        .scalar_subquery()
+    )
+    next_key = case((rows_in_page > limit, last_key))
+    statement = select(cast(response, Text), next_key).select_from(estimate)
+    return ListQuery(compiled(matches), compiled(statement))

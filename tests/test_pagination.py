@@ -1,0 +1,230 @@
+"""Keyset pagination of GET /crew: whole walks in every sort, walks across an ingest, cursors
+that do not belong to the query, and offset paging beside it."""
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.api.crew_query import SortKey
+from app.db import get_engine
+from tests.conftest import ingest
+from tests.fake_upstream import FakeUpstream
+
+SORTS: list[SortKey] = [
+    "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
+]  # fmt: skip
+
+# Rows that make ties and edge keys: no agency, an empty agency, agencies differing in case, a
+# repeated name, a soft-deleted member.
+EXTRA_ROWS = """
+INSERT INTO crew (id, name, status, agency, launches, updated_at, deleted_at) VALUES
+    ('ffffffffffffffffffff0001', 'Douglas Hurley', 'retired', NULL, '{}', now(), NULL),
+    ('ffffffffffffffffffff0002', 'Zed Nobody', 'unknown', '', '{}', now(), NULL),
+    ('ffffffffffffffffffff0003', 'Ada Lower', 'active', 'nasa', '{}', now(), NULL),
+    ('ffffffffffffffffffff0004', 'Gone Member', 'inactive', 'ESA', '{}', now(), now())
+"""
+
+
+@pytest.fixture(name="loaded")
+def loaded_fixture(client: TestClient, upstream: FakeUpstream) -> list[dict[str, Any]]:
+    assert ingest(client)["status"] == "succeeded"
+    with get_engine().begin() as connection:
+        connection.execute(text(EXTRA_ROWS))
+    return list(upstream.records)
+
+
+def everything(client: TestClient, query: str) -> list[dict[str, Any]]:
+    body = client.get(f"/crew?{query}&limit=1000").json()
+    assert body["next"] is None
+    return list(body["items"])
+
+
+def walk(client: TestClient, query: str, limit: int) -> list[dict[str, Any]]:
+    """Every page of a query by following the Link header, checking each page's envelope."""
+    items: list[dict[str, Any]] = []
+    url = f"/crew?{query}&limit={limit}"
+    while True:
+        response = client.get(url)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items += body["items"]
+        if body["next"] is None:
+            assert "link" not in response.headers
+            assert len(body["items"]) <= limit
+            return items
+        assert len(body["items"]) == limit
+        url = response.headers["link"].removeprefix("<").removesuffix('>; rel="next"')
+        assert f"cursor={body['next']}" in url
+
+
+@pytest.mark.parametrize("sort", SORTS)
+@pytest.mark.parametrize("include_deleted", ["false", "true"])
+def test_walk_every_sort_without_duplicates_or_gaps(
+    client: TestClient, loaded: list[dict[str, Any]], sort: str, include_deleted: str
+) -> None:
+    query = f"sort={sort}&include_deleted={include_deleted}"
+
+    walked = walk(client, query, limit=4)
+
+    expected = everything(client, query)
+    assert len(expected) == 21 + (include_deleted == "true")
+    assert [m["id"] for m in walked] == [m["id"] for m in expected]
+
+
+@pytest.mark.parametrize(
+    "filters", ["agency=NASA", "status=active", "name=o", "launch=5eb87d46ffd86e000604b388"]
+)
+@pytest.mark.parametrize("sort", ["agency", "-updated_at"])
+def test_walk_with_filters(
+    client: TestClient, loaded: list[dict[str, Any]], filters: str, sort: str
+) -> None:
+    query = f"{filters}&sort={sort}"
+
+    walked = walk(client, query, limit=3)
+
+    assert [m["id"] for m in walked] == [m["id"] for m in everything(client, query)]
+    assert walked  # each filter matches something
+
+
+def test_agency_sorts_case_insensitively_with_no_agency_first(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    agencies = [m["agency"] for m in everything(client, "sort=agency")]
+
+    assert agencies[:2] == [None, ""]  # both sort as the empty agency, then by id
+    assert {a for a in agencies if a and a.lower() == "nasa"} == {"NASA", "nasa"}
+    keys = [(a or "").lower() for a in agencies]
+    assert keys == sorted(keys)
+    assert [m["agency"] for m in everything(client, "sort=-agency")] == agencies[::-1]
+
+
+def sort_field(sort: str) -> str:
+    return sort.lstrip("-")
+
+
+@pytest.mark.parametrize("sort", SORTS)
+def test_walk_across_an_ingest_returns_every_unmoved_row_once(
+    client: TestClient, loaded: list[dict[str, Any]], upstream: FakeUpstream, sort: str
+) -> None:
+    """Documented semantics: each page reads the table as committed when it is requested. A row
+    whose sort key did not change during the walk appears exactly once, in order; a row whose
+    key changed appears where its key was when each page was read (so once, twice or not)."""
+    before = {m["id"]: m for m in everything(client, f"sort={sort}")}
+    first = client.get(f"/crew?sort={sort}&limit=6").json()
+    records = upstream.records
+    records[0] = {**records[0], "agency": "Space Agency Renamed"}
+    records[1] = {**records[1], "name": "A Renamed Member"}
+    records[2] = {**records[2], "status": "retired"}
+    del records[3]  # soft-deleted by the run
+    records += [
+        {**records[4], "id": f"{n:024x}", "name": f"New Member {n}", "agency": "New"}
+        for n in range(5)
+    ]
+
+    assert ingest(client, allow_mass_delete="true")["status"] == "succeeded"
+
+    rest = walk(client, f"sort={sort}&cursor={first['next']}", limit=4)
+    after = everything(client, f"sort={sort}")
+    walked_ids = [m["id"] for m in first["items"] + rest]
+    field = sort_field(sort)
+    unmoved = {
+        i for i, m in before.items() if any(i == a["id"] and a[field] == m[field] for a in after)
+    }
+    assert len(unmoved) >= 12
+    assert [i for i in walked_ids if i in unmoved] == [a["id"] for a in after if a["id"] in unmoved]
+    repeated = {i for i in walked_ids if walked_ids.count(i) > 1}
+    assert repeated <= set(before) - unmoved
+
+
+def cursor_for(client: TestClient, query: str) -> str:
+    body = client.get(f"/crew?{query}&limit=2").json()
+    assert body["next"]
+    return str(body["next"])
+
+
+@pytest.mark.parametrize(
+    "other",
+    ["sort=-name", "sort=agency", "agency=nasa", "status=active", "name=a", "include_deleted=true"],
+)
+def test_a_cursor_from_another_query_is_422(
+    client: TestClient, loaded: list[dict[str, Any]], other: str
+) -> None:
+    cursor = cursor_for(client, "sort=name")
+
+    response = client.get(f"/crew?{other}&cursor={cursor}")
+
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", "cursor"]
+    assert error["msg"] == "the cursor belongs to another combination of filters and sort"
+    assert client.get(f"/crew?sort=name&limit=50&cursor={cursor}").status_code == 200
+
+
+def forged(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).rstrip(b"=").decode()
+
+
+def test_malformed_cursors_are_422_never_500(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    real = cursor_for(client, "sort=updated_at")
+    fingerprint, key, row_id = json.loads(base64.urlsafe_b64decode(real + "=" * (-len(real) % 4)))
+    bad = [
+        "x",
+        "abc_-",
+        forged("a", "b"),
+        forged(fingerprint, key, "not-an-id"),
+        forged(fingerprint, "yesterday", row_id),
+        forged(fingerprint, "2026-01-01T00:00:00", row_id),  # no zone
+        forged(fingerprint, "a\x00b", row_id),
+        forged(fingerprint, 5, row_id),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode().rstrip("="),
+    ]
+    for cursor in bad:
+        response = client.get(f"/crew?sort=updated_at&cursor={cursor}")
+        assert response.status_code == 422, (cursor, response.text)
+        assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+    assert client.get("/crew?cursor=a%2Bb").status_code == 422  # not URL-safe base64
+    assert client.get(f"/crew?sort=updated_at&cursor={real}").status_code == 200
+
+
+def test_cursor_and_offset_do_not_combine(client: TestClient, loaded: list[dict[str, Any]]) -> None:
+    cursor = cursor_for(client, "sort=name")
+
+    response = client.get(f"/crew?cursor={cursor}&offset=2")
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "offset"]
+
+
+def test_offset_pages_also_offer_a_cursor_that_continues_them(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    every = [m["id"] for m in everything(client, "sort=status")]
+    page = client.get("/crew?sort=status&limit=5&offset=5")
+    body = page.json()
+
+    assert [m["id"] for m in body["items"]] == every[5:10]
+    assert (body["total"], body["offset"], body["total_exact"]) == (21, 5, True)
+    link = page.headers["link"]
+    assert link == f'</crew?sort=status&limit=5&cursor={body["next"]}>; rel="next"'
+    following = client.get(f"/crew?sort=status&limit=5&cursor={body['next']}").json()
+    assert [m["id"] for m in following["items"]] == every[10:15]
+    assert (following["total"], following["offset"]) == (21, 0)
+
+
+def test_last_page_and_empty_results_have_no_next(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    exact = client.get("/crew?limit=21")
+    nothing = client.get("/crew?agency=nobody")
+
+    assert (len(exact.json()["items"]), exact.json()["next"]) == (21, None)
+    assert "link" not in exact.headers
+    assert nothing.json() == {
+        "items": [], "total": 0, "limit": 100, "offset": 0, "total_exact": True, "next": None
+    }  # fmt: skip
