@@ -24,8 +24,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-AGENCIES = ("NASA", "SpaceX", "ESA", "JAXA", "Roscosmos")
+# Synthetic records: each agency, each status, the names containing "han" (Shannon, Hannah) and
+# COMMON_LAUNCH each match a quarter of the records, independently of one another; every other
+# launch id is shared by about 0.2% of them.
+AGENCIES = ("NASA", "SpaceX", "ESA", "JAXA")
+STATUSES = ("active", "inactive", "retired", "unknown")
 FIRST_NAMES = ("Anna", "Robert", "Joanne", "Victor", "Shannon", "Hannah", "Matthias", "Koichi")
+COMMON_LAUNCH = f"{0xC0FFEE:024x}"
 
 
 def free_port() -> int:
@@ -38,13 +43,14 @@ def free_port() -> int:
 def synthetic_crew(index: int, version: int = 0) -> dict[str, Any]:
     """Deterministic crew record number `index`; a different `version` changes its name."""
     suffix = f" v{version}" if version else ""
+    launches = [f"{index % 997:024x}", f"{(index * 7) % 991 + 1000:024x}"]
     return {
-        "name": f"{FIRST_NAMES[index % len(FIRST_NAMES)]} Crewmember {index}{suffix}",
-        "agency": AGENCIES[index % len(AGENCIES)],
+        "name": f"{FIRST_NAMES[index // 16 % 8]} Crewmember {index}{suffix}",
+        "agency": AGENCIES[index % 4],
         "image": f"https://i.imgur.com/{index:08d}.png",
         "wikipedia": f"https://en.wikipedia.org/wiki/Crewmember_{index}",
-        "launches": [f"{index % 997:024x}", f"{(index * 7) % 991 + 1000:024x}"],
-        "status": "active",
+        "launches": launches + [COMMON_LAUNCH] if index // 128 % 4 == 0 else launches,
+        "status": STATUSES[index // 4 % 4],
         "id": f"{index:024x}",
     }
 
