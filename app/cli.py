@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlmodel import Session, col, select
 
 from app import metrics
@@ -98,7 +99,7 @@ def print_summary(run: IngestRun) -> None:
     for name in SUMMARY_FIELDS:
         table.add_row(name, str(getattr(run, name)))
     if run.error:
-        table.add_row("error", run.error)
+        table.add_row("error", Text(run.error))  # upstream text: never markup
     console.print(table)
 
 
@@ -130,7 +131,8 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs to list")] = 20)
     for run in recent:
         started = run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else ""
         counts = f"{run.rows_inserted}/{run.rows_updated}/{run.rows_deleted}/{run.records_rejected}"
-        table.add_row(str(run.id), run.status, run.trigger, started, counts, run.error or "")
+        error = Text(run.error or "")  # upstream text: never markup
+        table.add_row(str(run.id), run.status, run.trigger, started, counts, error)
     console.print(table)
 
 

@@ -22,8 +22,10 @@ class Settings(BaseSettings):
     SPACEX_API_URL: str = "https://api.spacexdata.com"
     INGEST_PAGE_SIZE: int = Field(default=100, ge=1, le=10_000)
     INGEST_MAX_PAGES: int = Field(default=10_000, ge=1)
-    INGEST_MAX_RESPONSE_BYTES: int = Field(default=50_000_000, ge=1)
+    INGEST_MAX_RESPONSE_BYTES: int = Field(default=10_000_000, ge=1)
     INGEST_MAX_DELETE_FRACTION: float = Field(default=0.5, ge=0, le=1)
+    INGEST_MAX_REJECTS_PER_RUN: int = Field(default=1000, ge=0)
+    INGEST_MAX_REJECT_FRACTION: float = Field(default=0.5, ge=0, le=1)
     INGEST_INTERVAL_SECONDS: float = Field(default=0, ge=0)
     INGEST_API_TOKEN: str | None = None
 
@@ -31,6 +33,7 @@ class Settings(BaseSettings):
     HTTP_RETRIES: int = Field(default=4, ge=0)
     HTTP_BACKOFF_INITIAL_SECONDS: float = Field(default=0.5, ge=0)
     HTTP_BACKOFF_MAX_SECONDS: float = Field(default=30, ge=0)
+    HTTP_PAGE_DEADLINE_SECONDS: float = Field(default=120, gt=0)
 
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "console"] = "console"

@@ -51,8 +51,8 @@ def observe_finished_run(run: "IngestRun", duration_seconds: float) -> None:
 def count_retry(details: RetryDetails) -> None:
     """stamina retry hook: one increment per retried upstream request, by cause."""
     cause = details.caused_by
-    response = getattr(cause, "response", None)
-    reason = f"http_{response.status_code}" if response is not None else type(cause).__name__
+    status = getattr(cause, "status_code", None)
+    reason = f"http_{status}" if status is not None else type(cause).__name__
     UPSTREAM_RETRIES.labels(reason=reason).inc()
 
 

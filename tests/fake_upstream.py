@@ -9,6 +9,9 @@ Run standalone: `python -m tests.fake_upstream --records 200000 --port 8099`.
 
 import argparse
 import asyncio
+import functools
+import gzip
+import io
 import json
 import math
 import socket
@@ -64,6 +67,23 @@ class Fault:
     seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     size: int = 0
+    body: bytes = b""
+
+
+@functools.cache
+def gzip_bomb(size: int, layers: int) -> bytes:
+    """`{"docs": ["   …"]}` padded to `size` bytes, gzip-compressed `layers` times."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as stream:
+        stream.write(b'{"docs": ["')
+        block = b" " * (1 << 20)
+        for _ in range(size >> 20):
+            stream.write(block)
+        stream.write(b'"]}')
+    body = buffer.getvalue()
+    for _ in range(layers - 1):
+        body = gzip.compress(body, compresslevel=9)
+    return body
 
 
 class SyntheticRecords:
@@ -194,6 +214,27 @@ class FakeUpstream:
             yield b'"]}'
 
         return StreamingResponse(chunks(), media_type="application/json")
+
+    async def fault_body(self, fault: Fault, envelope: dict[str, Any]) -> Response:
+        """`body` as given, as JSON unless `headers` say otherwise."""
+        headers = {"content-type": "application/json", **fault.headers}
+        return Response(fault.body, headers=headers)
+
+    async def fault_many_docs(self, fault: Fault, envelope: dict[str, Any]) -> Response:
+        """A page of `size` empty records, whatever limit was asked for."""
+        body = b'{"docs": [' + b"{}," * (fault.size - 1) + b'{}], "hasNextPage": false}'
+        return Response(body, media_type="application/json")
+
+    async def fault_trickle(self, fault: Fault, envelope: dict[str, Any]) -> Response:
+        """The page, one byte every `seconds`."""
+        body = json.dumps(envelope).encode()
+
+        async def bytewise() -> AsyncIterator[bytes]:
+            for index in range(len(body)):
+                await asyncio.sleep(fault.seconds)
+                yield body[index : index + 1]
+
+        return StreamingResponse(bytewise(), media_type="application/json")
 
     async def fault_empty(self, fault: Fault, envelope: dict[str, Any]) -> Response:
         return JSONResponse({**envelope, "docs": [], "totalDocs": 0, "hasNextPage": False})

@@ -90,3 +90,15 @@ def test_ingest_on_a_terminal_shows_progress_then_the_summary(upstream: FakeUpst
     assert code == 0, output
     assert re.search(r"run 1: [1-4] pages, \d+ records, 0 rejected", output)
     assert "Ingest run 1: succeeded" in output
+
+
+def test_markup_from_the_upstream_is_printed_as_plain_text(upstream: FakeUpstream) -> None:
+    content_type = "text/[/]html[link=http://evil.test]x[bold]"
+    upstream.fail(1, Fault("body", body=b"<p/>", headers={"content-type": content_type}))
+
+    ingest = runner.invoke(cli, ["ingest"])
+    listing = runner.invoke(cli, ["runs"])
+
+    assert ingest.exit_code == 1 and listing.exit_code == 0, listing.output
+    for output in (ingest.output, listing.output):
+        assert f"'{content_type}'" in re.sub(r"[\s│]", "", output)

@@ -1,12 +1,21 @@
 """Paging, retries and envelope checks of extract, with the upstream mocked by httpx_mock."""
 
+import email.utils
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from app.ingest.extract import ExtractError, FetchPolicy, iter_pages, make_client
+from app.ingest.extract import (
+    ExtractError,
+    FetchPolicy,
+    iter_pages,
+    make_client,
+    redacted,
+    retry_after_seconds,
+)
 
 BASE = "https://api.spacexdata.test"
 URL = f"{BASE}/v4/crew/query"
@@ -106,3 +115,54 @@ def test_retry_after_sets_the_wait(httpx_mock: HTTPXMock) -> None:
     finally:
         stamina.instrumentation.set_on_retry_hooks(None)
     assert waits == [0.2, 0.3]  # as told, then capped by HTTP_BACKOFF_MAX_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        (" 0.25 ", 0.25),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),  # a date in the past: at once
+        ("nan", None),
+        ("inf", None),
+        ("-1", None),
+        ("1e3", None),
+        ("1_000", None),
+        ("", None),
+        ("tomorrow", None),
+    ],
+)
+def test_retry_after_is_delay_seconds_or_an_http_date(value: str, seconds: float | None) -> None:
+    assert retry_after_seconds(value) == seconds
+
+
+def test_retry_after_as_a_future_http_date() -> None:
+    when = datetime.now(UTC) + timedelta(seconds=90)
+
+    wait = retry_after_seconds(email.utils.format_datetime(when, usegmt=True))
+
+    assert wait is not None and 85 <= wait <= 90
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pw@host:8/v4/crew/query", "http://user:***@host:8/v4/crew/query"),
+        ("https://host/q?key=secret&v=1", "https://host/q?key=***&v=***"),
+        ("https://api.spacexdata.com/v4/crew/query", "https://api.spacexdata.com/v4/crew/query"),
+    ],
+)
+def test_urls_are_shown_without_secrets(url: str, shown: str) -> None:
+    assert redacted(url) == shown
+
+
+def test_a_reason_phrase_is_one_short_plain_line(httpx_mock: HTTPXMock) -> None:
+    phrase = b"[link=http://evil.test]Teapot[/]\x1b[31m" + b"x" * 300
+    teapot = httpx.Response(418, extensions={"reason_phrase": phrase})
+    httpx_mock.add_callback(lambda request: teapot, url=URL)
+
+    with pytest.raises(ExtractError) as failure:
+        fetch_all()
+    message = str(failure.value)
+    assert message.startswith("page 1: HTTP 418 [link=http://evil.test]Teapot[/]?[31mxxx")
+    assert message.endswith("…") and len(message) < 130

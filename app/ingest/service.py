@@ -76,7 +76,7 @@ def create_run(
     for _ in range(3):  # the active run may finish between our insert and our look-up
         run = IngestRun(
             trigger=trigger,
-            source_url=extract.crew_query_url(settings.SPACEX_API_URL),
+            source_url=extract.redacted(extract.crew_query_url(settings.SPACEX_API_URL)),
             allow_mass_delete=allow_mass_delete,
             owner_id=lease.hold(get_engine()),
             schedule_slot=schedule_slot,
