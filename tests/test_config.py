@@ -59,5 +59,5 @@ def test_defaults_when_nothing_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert (settings.HTTP_TIMEOUT_SECONDS, settings.HTTP_RETRIES) == (10, 4)
     assert (settings.HTTP_BACKOFF_MAX_SECONDS, settings.MIGRATE_ON_START) == (30, True)
-    assert (settings.INGEST_MAX_PAGES, settings.INGEST_MAX_RESPONSE_BYTES) == (10_000, 50_000_000)
+    assert (settings.INGEST_MAX_PAGES, settings.INGEST_MAX_RESPONSE_BYTES) == (10_000, 10_000_000)
     assert settings.INGEST_MAX_DELETE_FRACTION == 0.5
