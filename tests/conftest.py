@@ -61,7 +61,9 @@ def schema() -> None:
 def clean_tables() -> Iterator[None]:
     with get_engine().begin() as connection:
         connection.execute(
-            text("TRUNCATE crew, ingest_runs, ingest_rejects RESTART IDENTITY CASCADE")
+            text(
+                "TRUNCATE crew, crew_versions, ingest_runs, ingest_rejects RESTART IDENTITY CASCADE"
+            )
         )
     yield
 

@@ -1,4 +1,5 @@
-"""Set-based load into `crew` in the caller's transaction: upsert per page, soft delete; no HTTP."""
+"""Set-based load into `crew` and `crew_versions` in the caller's transaction: upsert per page,
+soft delete; each statement writes a member's row and its version together. No HTTP."""
 
 import json
 import re
@@ -12,29 +13,55 @@ COLUMNS = ", ".join(CREW_FIELDS)
 CHANGED = ", ".join(f"c.{name}" for name in CREW_FIELDS if name != "id")
 INCOMING = ", ".join(f"excluded.{name}" for name in CREW_FIELDS if name != "id")
 ASSIGN = ", ".join(f"{name} = excluded.{name}" for name in CREW_FIELDS if name != "id")
+FIELDS = ", ".join(name for name in CREW_FIELDS if name != "id")
+ROW_FIELDS = ", ".join(f"r.{name}" for name in CREW_FIELDS if name != "id")
+
+# The version a changed row opens (its fields as written, valid from the run's `now()`, like
+# its `updated_at`), after closing the version that was open. `changed_rows` is a CTE of crew
+# rows as written (RETURNING), `closed` the versions this statement closed.
+VERSION_INSERT = f"""
+    INSERT INTO crew_versions (
+        crew_id, valid_from, opened_run_id, op, {FIELDS}, created_at, deleted_at
+    )
+    SELECT r.id, r.updated_at, %(run_id)s, {{op}}, {ROW_FIELDS}, r.created_at, r.deleted_at
+    FROM changed_rows r LEFT JOIN closed ON closed.crew_id = r.id
+"""
+VERSION_CLOSE = """
+    UPDATE crew_versions v SET valid_to = now(), closed_run_id = %(run_id)s
+    FROM changed_rows r
+    WHERE v.crew_id = r.id AND v.valid_to IS NULL {only}
+    RETURNING v.crew_id, v.deleted_at
+"""
 
 SETUP = "CREATE TEMP TABLE crew_seen (id varchar(24) PRIMARY KEY) ON COMMIT DROP"
 
 # One statement per page: parse the page's JSON in the server, remember its ids, skip ids an
 # earlier page had, then upsert and write only rows whose content differs (or that come back
-# from soft deletion). xmax = 0 tells an inserted row from an updated one.
+# from soft deletion), and version exactly those rows. xmax = 0 tells an inserted row from an
+# updated one; an updated row whose closed version was deleted is a restore.
 UPSERT_PAGE = f"""
 WITH page AS (
     SELECT {COLUMNS} FROM jsonb_populate_recordset(NULL::crew, %(page)s::jsonb)
 ), fresh AS (
     INSERT INTO crew_seen SELECT id FROM page ON CONFLICT DO NOTHING RETURNING id
-), written AS (
+), changed_rows AS (
     INSERT INTO crew AS c ({COLUMNS})
     SELECT {COLUMNS} FROM page JOIN fresh USING (id)
     ON CONFLICT (id) DO UPDATE SET {ASSIGN}, updated_at = now(), deleted_at = NULL
     WHERE ({CHANGED}, c.deleted_at) IS DISTINCT FROM ({INCOMING}, NULL)
-    RETURNING xmax = 0 AS inserted
-)
+    RETURNING c.*, xmax = 0 AS inserted
+), closed AS ({VERSION_CLOSE.format(only="AND NOT r.inserted")}
+), opened AS ({
+    VERSION_INSERT.format(
+        op="CASE WHEN r.inserted THEN 'insert' WHEN closed.deleted_at IS NOT NULL "
+        "THEN 'restore' ELSE 'update' END"
+    )
+})
 SELECT
     (SELECT coalesce(array_agg(id), '{{}}') FROM page WHERE id NOT IN (SELECT id FROM fresh)),
     count(*) FILTER (WHERE inserted),
     count(*) FILTER (WHERE NOT inserted)
-FROM written
+FROM changed_rows
 """
 
 COUNT_VANISHED = """
@@ -42,9 +69,15 @@ SELECT count(*) FROM crew
 WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
 """
 
-SOFT_DELETE = """
-UPDATE crew SET deleted_at = now(), updated_at = now()
-WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
+# Soft-delete crew this run did not see, closing their versions and opening deleted ones.
+SOFT_DELETE = f"""
+WITH changed_rows AS (
+    UPDATE crew SET deleted_at = now(), updated_at = now()
+    WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
+    RETURNING crew.*
+), closed AS ({VERSION_CLOSE.format(only="")}
+), opened AS ({VERSION_INSERT.format(op="'delete'")})
+SELECT count(*) FROM changed_rows
 """
 
 INSERT_REJECTS = """
@@ -75,16 +108,16 @@ def begin(cursor: Any) -> int:
     return int(cursor.fetchone()[0])
 
 
-def load_page(cursor: Any, page_json: str, valid: int) -> PageResult:
+def load_page(cursor: Any, run_id: int, page_json: str, valid: int) -> PageResult:
     """Upsert one page of validated records, given as a JSON array of `valid` crew objects."""
-    cursor.execute(UPSERT_PAGE, {"page": page_json})
+    cursor.execute(UPSERT_PAGE, {"page": page_json, "run_id": run_id})
     repeated, inserted, updated = cursor.fetchone()
     unchanged = valid - len(repeated) - inserted - updated
     return PageResult(inserted, updated, unchanged, list(repeated))
 
 
 def soft_delete_vanished(
-    cursor: Any, active_before: int, max_fraction: float, allow_mass_delete: bool
+    cursor: Any, run_id: int, active_before: int, max_fraction: float, allow_mass_delete: bool
 ) -> int:
     """Soft-delete crew the upstream no longer returns, refusing a mass deletion unless allowed."""
     cursor.execute(COUNT_VANISHED)
@@ -95,8 +128,8 @@ def soft_delete_vanished(
             f"(more than INGEST_MAX_DELETE_FRACTION={max_fraction}); "
             "trigger the run with allow_mass_delete=true to accept"
         )
-    cursor.execute(SOFT_DELETE)
-    return int(cursor.rowcount)
+    cursor.execute(SOFT_DELETE, {"run_id": run_id})
+    return int(cursor.fetchone()[0])
 
 
 def save_rejects(cursor: Any, run_id: int, rejects: Iterable[Any]) -> None:
