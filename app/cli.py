@@ -46,6 +46,9 @@ def ingest(
     allow_mass_delete: Annotated[
         bool, typer.Option(help="Allow soft-deleting more than INGEST_MAX_DELETE_FRACTION")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Load in full, then roll back; print what would change")
+    ] = False,
 ) -> None:
     """Run one ingest now and print its summary; exit 1 when the run does not succeed."""
     from app.db import get_engine
@@ -59,7 +62,9 @@ def ingest(
         upgrade()
     with Session(get_engine()) as session:
         try:
-            run = service.create_run(session, RunTrigger.cli, allow_mass_delete=allow_mass_delete)
+            run = service.create_run(
+                session, RunTrigger.cli, allow_mass_delete=allow_mass_delete, dry_run=dry_run
+            )
         except service.RunConflict as conflict:
             console.print(f"[red]not started:[/] {conflict}")
             raise typer.Exit(2) from None
@@ -71,6 +76,8 @@ def ingest(
     if finished is None:
         raise typer.Exit(1)
     print_summary(finished)
+    if finished.dry_run and finished.status == "succeeded":
+        print_changes(finished)
     if finished.status != "succeeded":
         raise typer.Exit(1)
 
@@ -101,6 +108,32 @@ def print_summary(run: IngestRun) -> None:
     if run.error:
         table.add_row("error", Text(run.error))  # upstream text: never markup
     console.print(table)
+
+
+CHANGES_SHOWN = 20
+
+
+def print_changes(run: IngestRun) -> None:
+    """What the dry run would have changed: a count per kind, then the first changes."""
+    from app.db import get_engine
+    from app.ingest import changes
+
+    assert run.id is not None
+    count_sql, page_sql = changes.page_sql(run.dry_run)
+    params = {"run_id": run.id, "op": None, "limit": CHANGES_SHOWN, "offset": 0}
+    with get_engine().connect() as connection:
+        by_op = connection.exec_driver_sql(changes.count_by_op_sql(run.dry_run), params).all()
+        first = connection.exec_driver_sql(page_sql, params).all()
+    total = sum(count for _, count in by_op)
+    kinds = ", ".join(f"{count} {op}" for op, count in by_op) or "nothing"
+    console.print(f"Dry run {run.id} would change {total} members: {kinds}")
+    table = Table(title=f"First {len(first)} changes (GET /ingest/{run.id}/changes for all)")
+    for column in ("crew id", "op", "fields changed"):
+        table.add_column(column, overflow="fold")
+    for crew_id, op, changed in first:
+        table.add_row(crew_id, op, ", ".join(changed))
+    if first:
+        console.print(table)
 
 
 SUMMARY_FIELDS = (

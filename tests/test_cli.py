@@ -102,3 +102,15 @@ def test_markup_from_the_upstream_is_printed_as_plain_text(upstream: FakeUpstrea
     assert ingest.exit_code == 1 and listing.exit_code == 0, listing.output
     for output in (ingest.output, listing.output):
         assert f"'{content_type}'" in re.sub(r"[\s│]", "", output)
+
+
+def test_dry_run_prints_the_changes_and_writes_no_crew(upstream: FakeUpstream) -> None:
+    upstream.records = upstream.records[:3]
+
+    result = runner.invoke(cli, ["ingest", "--dry-run"])
+
+    assert result.exit_code == 0, result.output
+    assert "Dry run 1 would change 3 members: 3 insert" in result.output
+    assert all(record["id"] in result.output for record in upstream.records)
+    assert query_one("SELECT dry_run, rows_inserted FROM ingest_runs WHERE id = 1") == (True, 3)
+    assert query_one("SELECT count(*) FROM crew")[0] == 0

@@ -6,9 +6,11 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from app.api.deps import SessionDep, WriteAccess
-from app.ingest import service
+from app.api.deps import ReadConnectionDep, SessionDep, WriteAccess
+from app.ingest import changes, service
 from app.models import (
+    ChangeOp,
+    ChangePublic,
     IngestReject,
     IngestRejectPublic,
     IngestRun,
@@ -65,10 +67,20 @@ def create_ingest_run(
             description="Let this run soft-delete more than INGEST_MAX_DELETE_FRACTION of the crew"
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Extract, validate and load in full, then roll back: the run and its "
+            "change list are kept, the crew and its versions are left as they were",
+            examples=[True],
+        ),
+    ] = False,
 ) -> IngestRunPublic:
     """Queue an extract -> validate -> load run and execute it in the background."""
     try:
-        run = service.create_run(session, RunTrigger.api, allow_mass_delete=allow_mass_delete)
+        run = service.create_run(
+            session, RunTrigger.api, allow_mass_delete=allow_mass_delete, dry_run=dry_run
+        )
     except service.RunConflict as conflict:
         body = ActiveRunConflict(detail=str(conflict), active_run_id=conflict.active_run_id)
         headers = run_location(conflict.active_run_id)
@@ -123,6 +135,40 @@ def read_ingest_rejects(
     ).all()
     items = [IngestRejectPublic.model_validate(reject) for reject in rejects]
     return Page[IngestRejectPublic](items=items, total=total, limit=limit, offset=offset)
+
+
+RUN_IS_DRY = "SELECT dry_run FROM ingest_runs WHERE id = %s"
+
+
+@router.get(
+    "/{run_id}/changes",
+    summary="List what a run changed",
+    responses={404: {"model": Problem}},
+)
+def read_ingest_changes(
+    connection: ReadConnectionDep,
+    run_id: RunId,
+    op: Annotated[
+        ChangeOp | None, Query(description="Only changes of this kind", examples=["update"])
+    ] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[ChangePublic]:
+    """Members the run inserted, updated, soft-deleted or restored, in id order.
+
+    `changed` maps each field that differs to `{"before", "after"}`; for an insert `before` is
+    null and for a delete `after` is null, field by field, so they list the whole member. A dry
+    run lists what it would have changed. A run that failed or was cancelled changed nothing.
+    """
+    dry_run = connection.exec_driver_sql(RUN_IS_DRY, (run_id,)).scalar_one_or_none()
+    if dry_run is None:
+        raise HTTPException(status_code=404, detail=f"ingest run {run_id} not found")
+    count_sql, page_sql = changes.page_sql(dry_run)
+    params = {"run_id": run_id, "op": op and str(op), "limit": limit, "offset": offset}
+    total = connection.exec_driver_sql(count_sql, params).scalar_one()
+    rows = connection.exec_driver_sql(page_sql, params).all()
+    items = [ChangePublic(crew_id=r.crew_id, op=r.op, changed=r.changed) for r in rows]
+    return Page[ChangePublic](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post(

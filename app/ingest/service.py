@@ -1,6 +1,7 @@
 """The one place that creates, runs, cancels and finishes ingest runs."""
 
 import queue
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from sqlmodel import Session, select
 from app import metrics
 from app.config import settings
 from app.db import get_engine
-from app.ingest import extract, load, validate
+from app.ingest import changes, extract, load, validate
 from app.ingest.ownership import lease
 from app.ingest.prefetch import Prefetcher
 from app.models import ACTIVE_RUN_STATUSES, IngestRun, RunStatus, RunTrigger
@@ -22,6 +23,7 @@ from app.models import ACTIVE_RUN_STATUSES, IngestRun, RunStatus, RunTrigger
 log = structlog.get_logger("crew_etl.ingest")
 
 POLL_SECONDS = 0.5  # how often a run waiting on the upstream checks for cancellation
+CHANGES_SPOOL_BYTES = 8 * 1024 * 1024  # a dry run's change list beyond this waits on disk
 
 
 class RunConflict(Exception):
@@ -71,6 +73,7 @@ def create_run(
     trigger: RunTrigger,
     allow_mass_delete: bool = False,
     schedule_slot: int | None = None,
+    dry_run: bool = False,
 ) -> IngestRun:
     """Queue a run; the database refuses a second active run (RunConflict), on any replica."""
     for _ in range(3):  # the active run may finish between our insert and our look-up
@@ -78,6 +81,7 @@ def create_run(
             trigger=trigger,
             source_url=extract.redacted(extract.crew_query_url(settings.SPACEX_API_URL)),
             allow_mass_delete=allow_mass_delete,
+            dry_run=dry_run,
             owner_id=lease.hold(get_engine()),
             schedule_slot=schedule_slot,
         )
@@ -170,8 +174,15 @@ def run_pipeline(
             finally:
                 pages.close()
         counts.rows_deleted = load.soft_delete_vanished(
-            cursor, active_before, settings.INGEST_MAX_DELETE_FRACTION, run.allow_mass_delete
+            cursor,
+            run_id,
+            active_before,
+            settings.INGEST_MAX_DELETE_FRACTION,
+            run.allow_mass_delete,
         )
+        if run.dry_run:
+            finish_dry_run(cursor, run_id, counts, drift)
+            return
         commit_success(cursor, run_id, counts, drift)
         connection.commit()
         refresh_statistics(cursor, counts, active_before)
@@ -180,6 +191,19 @@ def run_pipeline(
         raise
     finally:
         connection.close()
+
+
+def finish_dry_run(
+    cursor: Any, run_id: int, counts: RunCounts, drift: validate.SchemaDrift
+) -> None:
+    """Keep the run's change list, roll back everything it loaded, then record it succeeded."""
+    with tempfile.SpooledTemporaryFile(max_size=CHANGES_SPOOL_BYTES) as spooled:
+        changes.spool(cursor, run_id, spooled)
+        cursor.connection.rollback()
+        spooled.seek(0)
+        changes.keep(cursor, spooled)
+    commit_success(cursor, run_id, counts, drift)
+    cursor.connection.commit()
 
 
 def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
@@ -218,7 +242,7 @@ def load_one_page(
     drift.observe(page.records)
     checked = validate.validate_page(page.records)
     page_json = validate.PAGE_ADAPTER.dump_json(checked.crew).decode()
-    result = load.load_page(cursor, page_json, len(checked.crew))
+    result = load.load_page(cursor, run_id, page_json, len(checked.crew))
     rejects = checked.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
     counts.pages_fetched += 1
     counts.records_fetched += len(page.records)
