@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import metrics
-from app.api import crew, health, ingest
+from app.api import crew, health, history, ingest
 from app.config import settings
 from app.db import get_engine, migrate
 from app.ingest import service
@@ -87,6 +87,7 @@ app = FastAPIOffline(
     swagger_ui_parameters={"validatorUrl": None},  # the badge would call validator.swagger.io
 )
 app.include_router(crew.router)
+app.include_router(history.router)
 app.include_router(ingest.router)
 app.include_router(health.router)
 Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app).expose(

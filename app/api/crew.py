@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Connection, Text, bindparam, cast, func
 from sqlmodel import col, select
 
+from app.api import conditional
 from app.api import cursor as cursors
 from app.api.crew_query import PUBLIC_FIELDS, SortKey, compiled, list_query
 from app.api.deps import ReadConnectionDep
@@ -78,7 +79,12 @@ def next_link(request: Request, next_cursor: str) -> str:
     return f'<{url.path}?{url.query}>; rel="next"'
 
 
-@router.get("", summary="List crew members", response_model=CursorPage[CrewPublic])
+@router.get(
+    "",
+    summary="List crew members",
+    response_model=CursorPage[CrewPublic],
+    responses={200: {"headers": conditional.HEADERS_DOC}, **conditional.NOT_MODIFIED_DOC},
+)
 def read_crew(
     request: Request,
     connection: ReadConnectionDep,
@@ -124,6 +130,9 @@ def read_crew(
     a `Link: <...>; rel="next"` header) continues after the last item in time independent of
     depth; `offset` reads and skips the rows before the page.
     """
+    validators = conditional.crew_validators(connection)
+    if validators.matches(request):
+        return conditional.not_modified(validators)
     values = filter_values(agency, status, name, launch)
     filters = frozenset(values) | (set() if include_deleted else {"live"})
     query = {"source": "crew", "filters": values, "include_deleted": include_deleted, "sort": sort}
@@ -142,8 +151,10 @@ def read_crew(
     params["matches_sql"] = bound_sql(connection, statement.matches, values)
     body, last = connection.exec_driver_sql(statement.response, params).one()
     next_cursor = cursors.encode(query_fingerprint, json.loads(last)) if last else None
-    headers = {"Link": next_link(request, next_cursor)} if next_cursor else None
-    return Response(with_next(body, next_cursor), media_type="application/json", headers=headers)
+    response = conditional.json_response(with_next(body, next_cursor), validators)
+    if next_cursor:
+        response.headers["Link"] = next_link(request, next_cursor)
+    return response
 
 
 def member_query() -> str:
@@ -159,14 +170,24 @@ MEMBER_SQL = member_query()
     "/{crew_id}",
     summary="Get one crew member",
     response_model=CrewPublic,
-    responses={404: {"description": "Unknown id"}},
+    responses={
+        200: {"headers": conditional.HEADERS_DOC},
+        **conditional.NOT_MODIFIED_DOC,
+        404: {"description": "Unknown id"},
+    },
 )
 def read_crew_member(
+    request: Request,
     connection: ReadConnectionDep,
     crew_id: Annotated[str, Path(pattern=HEX24_ANY_CASE, description="24-hex crew id")],
 ) -> Response:
     """One crew member by id, including soft-deleted ones (their `deleted_at` is set)."""
+    validators = conditional.member_validators(connection, crew_id.lower())
+    if validators is None:
+        raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")
+    if validators.matches(request):
+        return conditional.not_modified(validators)
     body = connection.exec_driver_sql(MEMBER_SQL, {"id": crew_id.lower()}).scalar_one_or_none()
     if body is None:
         raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")
-    return Response(body, media_type="application/json")
+    return conditional.json_response(body, validators)

@@ -1,0 +1,84 @@
+"""Conditional GET: validators derived from `crew.updated_at`, which every committed change to a
+member moves (insert, update, soft delete, restore) and an unchanged run leaves alone."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+
+from fastapi import Request, Response
+from sqlalchemy import Connection
+
+# Newest change to any member (an index-only look-up on ix_crew_updated_at).
+LAST_CHANGE_OF_CREW = "SELECT max(updated_at) FROM crew"
+# Last change to one member; its row also dates its versions. No row: unknown member.
+LAST_CHANGE_OF_MEMBER = "SELECT updated_at FROM crew WHERE id = %s"
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CACHE_CONTROL = "no-cache"
+HEADERS_DOC: dict[str, Any] = {
+    "ETag": {"description": "Strong validator; send it back in If-None-Match", "schema": {}},
+    "Last-Modified": {"description": "When the data covered last changed", "schema": {}},
+    "Cache-Control": {"description": "`no-cache`: revalidate before reuse", "schema": {}},
+}
+NOT_MODIFIED_DOC: dict[int | str, dict[str, Any]] = {
+    304: {
+        "description": "Not modified since the validators sent (If-None-Match, If-Modified-Since)"
+    }
+}
+
+
+@dataclass(frozen=True)
+class Validators:
+    etag: str
+    last_modified: datetime | None
+
+    @classmethod
+    def of(cls, last_change: datetime | None) -> "Validators":
+        micros = 0 if last_change is None else (last_change - EPOCH) // timedelta(microseconds=1)
+        return cls(f'"{micros:x}"', last_change)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"ETag": self.etag, "Cache-Control": CACHE_CONTROL}
+        if self.last_modified is not None:
+            headers["Last-Modified"] = format_datetime(self.last_modified, usegmt=True)
+        return headers
+
+    def matches(self, request: Request) -> bool:
+        """Whether the client's copy is current (RFC 9110 §13.2.2: If-None-Match first)."""
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None:
+            tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+            return "*" in tags or self.etag in tags
+        since = parse_http_date(request.headers.get("if-modified-since"))
+        if since is None or self.last_modified is None:
+            return False
+        return self.last_modified.replace(microsecond=0) <= since
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def crew_validators(connection: Connection) -> Validators:
+    return Validators.of(connection.exec_driver_sql(LAST_CHANGE_OF_CREW).scalar_one())
+
+
+def member_validators(connection: Connection, crew_id: str) -> Validators | None:
+    """None when the member is unknown."""
+    row = connection.exec_driver_sql(LAST_CHANGE_OF_MEMBER, (crew_id,)).first()
+    return None if row is None else Validators.of(row[0])
+
+
+def not_modified(validators: Validators) -> Response:
+    return Response(status_code=304, headers=validators.headers())
+
+
+def json_response(body: str | bytes, validators: Validators) -> Response:
+    return Response(body, media_type="application/json", headers=validators.headers())
