@@ -22,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ from app.db import database_url
 from tests.fake_upstream import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
-BENCH_DB = "crew_etl_bench"
+BENCH_DB = os.environ.get("BENCH_DB", "crew_etl_bench")
+BENCH_DB_BEFORE_VERSIONS = f"{BENCH_DB}_before_versions"
+# The last commit on main before crew versions: its first ingest is the yardstick for ours.
+BEFORE_VERSIONS = "41b610d"
 CLIENTS = 16
 
 
@@ -90,16 +94,16 @@ def upstream(records: int, changed_every: int = 0) -> Iterator[str]:
         yield url
 
 
-def bench_database() -> str:
+def bench_database(name: str = BENCH_DB) -> str:
     """A database of our own on the configured (or embedded) server, created fresh."""
     server_url = make_url(database_url())
     admin = psycopg2.connect(server_url.set(drivername="postgresql").render_as_string(False))
     admin.autocommit = True
     with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        cursor.execute(f"CREATE DATABASE {BENCH_DB}")
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        cursor.execute(f"CREATE DATABASE {name}")
     admin.close()
-    return server_url.set(database=BENCH_DB).render_as_string(hide_password=False)
+    return server_url.set(database=name).render_as_string(hide_password=False)
 
 
 def connect(url: str) -> "psycopg2.extensions.connection":
@@ -168,7 +172,7 @@ def written_rows(url: str) -> int:
     return last
 
 
-def ingest(name: str, url: str, upstream_url: str, records: int) -> Load:
+def ingest(name: str, url: str, upstream_url: str, records: int, project: Path = PROJECT) -> Load:
     """`crew-etl ingest` in a child process, its peak RSS sampled from /proc (VmHWM).
 
     (rusage's ru_maxrss is no good here: Linux carries the parent's high-water mark into the
@@ -178,7 +182,7 @@ def ingest(name: str, url: str, upstream_url: str, records: int) -> Load:
     command = [sys.executable, "-m", "app.cli", "ingest", "--allow-mass-delete"]
     started = time.perf_counter()
     child = subprocess.Popen(
-        command, cwd=PROJECT, env=service_env(url, upstream_url), stdout=subprocess.DEVNULL
+        command, cwd=project, env=service_env(url, upstream_url), stdout=subprocess.DEVNULL
     )
     peak_kb = 0
     while child.poll() is None:
@@ -188,6 +192,71 @@ def ingest(name: str, url: str, upstream_url: str, records: int) -> Load:
     if child.returncode != 0:
         raise RuntimeError(f"{name}: crew-etl ingest exited {child.returncode}")
     return Load(name, seconds, records, peak_kb / 1024, written_rows(url) - before)
+
+
+def table_writes(url: str) -> dict[str, int]:
+    """Tuples inserted, updated or deleted so far per table, but for the runs' own records."""
+    connection = connect(url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
+            "WHERE relname NOT IN ('ingest_runs', 'alembic_version', 'crew_baseline')"
+        )
+        writes = dict(cursor.fetchall())
+    connection.close()
+    return writes
+
+
+def ingest_counting_writes(
+    name: str, url: str, upstream_url: str, records: int
+) -> tuple[Load, dict[str, int]]:
+    """An ingest, and the rows it wrote per table (crew, versions, changes, rejects)."""
+    before = table_writes(url)
+    load = ingest(name, url, upstream_url, records)
+    after = table_writes(url)
+    return load, {table: after[table] - before.get(table, 0) for table in sorted(after)}
+
+
+def first_ingest_before_versions(upstream_url: str, records: int) -> Load | None:
+    """The first ingest of the code before crew versions existed (BEFORE_VERSIONS, exported
+    from git), into a database of its own, for the ratio the issue asks of the versioned one."""
+    with tempfile.TemporaryDirectory(prefix="crew-etl-before-versions-") as tree:
+        archive = subprocess.run(
+            ["git", "archive", BEFORE_VERSIONS], cwd=PROJECT, capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            print("(no git history: first ingest before versions not measured)", file=sys.stderr)
+            return None
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        url = bench_database(BENCH_DB_BEFORE_VERSIONS)
+        migrate_with(Path(tree), url)
+        return ingest("first ingest, before versions", url, upstream_url, records, Path(tree))
+
+
+def migrate_with(project: Path, url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        cwd=project,
+        env=service_env(url, ""),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def versions_report(before: Load | None, first: Load, writes: dict[str, dict[str, int]]) -> str:
+    lines = ["", "Versions: rows each ingest wrote per table (pg_stat_user_tables)", ""]
+    tables = sorted({table for counts in writes.values() for table in counts})
+    lines += ["| step | " + " | ".join(tables) + " |", "| --- |" + " ---: |" * len(tables)]
+    for step, counts in writes.items():
+        lines.append(f"| {step} | " + " | ".join(f"{counts.get(t, 0):,}" for t in tables) + " |")
+    if before is not None:
+        lines += [
+            "",
+            f"First ingest with versions {first.seconds:.2f} s, before versions "
+            f"({BEFORE_VERSIONS}) {before.seconds:.2f} s: {first.seconds / before.seconds:.2f}x",
+        ]
+    return "\n".join(lines)
 
 
 def high_water_kb(pid: int) -> int:
@@ -312,6 +381,13 @@ def report(records: int, loads: list[Load], tool: str, reads: list[Reads]) -> st
     return "\n".join(lines)
 
 
+STEPS = (
+    ("first ingest", "same"),
+    ("re-ingest, unchanged", "same"),
+    ("re-ingest, 1% changed", "changed"),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -321,22 +397,19 @@ def main() -> None:
     parser.add_argument("--load-generator", choices=("auto", "wrk", "httpx"), default="auto")
     args = parser.parse_args()
     url = bench_database()
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"],
-        cwd=PROJECT,
-        env=service_env(url, ""),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    migrate_with(PROJECT, url)
+    writes: dict[str, dict[str, int]] = {}
     with upstream(args.records) as same, upstream(args.records, changed_every=100) as changed:
-        loads = [
-            physical_limit(url, same, args.records),
-            ingest("first ingest", url, same, args.records),
-            ingest("re-ingest, unchanged", url, same, args.records),
-            ingest("re-ingest, 1% changed", url, changed, args.records),
-        ]
+        before = first_ingest_before_versions(same, args.records)
+        loads = [physical_limit(url, same, args.records)]
+        for name, source in STEPS:
+            load, writes[name] = ingest_counting_writes(
+                name, url, same if source == "same" else changed, args.records
+            )
+            loads.append(load)
     tool, reads = read_load(url, args.read_seconds, args.load_generator)
     print(report(args.records, loads, tool, reads))
+    print(versions_report(before, loads[1], writes))
 
 
 if __name__ == "__main__":
