@@ -41,7 +41,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 BENCH_DB = os.environ.get("BENCH_DB", "crew_etl_bench")
 BENCH_DB_BEFORE_VERSIONS = f"{BENCH_DB}_before_versions"
 # The last commit on main before crew versions: its first ingest is the yardstick for ours.
-BEFORE_VERSIONS = "41b610d"
+BEFORE_VERSIONS = "3a91d88"
 CLIENTS = 16
 
 
