@@ -252,7 +252,7 @@ class CrewVersion(SQLModel, table=True):
 
 # What `GET /crew/{id}/history` returns for one version.
 class CrewVersionPublic(CrewBase):
-    model_config = ConfigDict(
+    model_config = ConfigDict(  # type: ignore[assignment]  # SQLModel's config is a ConfigDict
         json_schema_extra={
             "examples": [
                 {
