@@ -1,5 +1,9 @@
 """Conditional GET: validators derived from `crew.updated_at`, which every committed change to a
-member moves (insert, update, soft delete, restore) and an unchanged run leaves alone."""
+member moves (insert, update, soft delete, restore) and an unchanged run leaves alone.
+
+A request with If-None-Match or If-Modified-Since first runs the one-row look-up of its
+validator and answers 304 without building the body when the client's copy is current; any
+other request gets the validator from the statement that builds its body."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +58,11 @@ class Validators:
         if since is None or self.last_modified is None:
             return False
         return self.last_modified.replace(microsecond=0) <= since
+
+
+def is_conditional(request: Request) -> bool:
+    """Whether the request carries a validator: only then is it checked before the body."""
+    return "if-none-match" in request.headers or "if-modified-since" in request.headers
 
 
 def parse_http_date(value: str | None) -> datetime | None:

@@ -130,9 +130,10 @@ def read_crew(
     a `Link: <...>; rel="next"` header) continues after the last item in time independent of
     depth; `offset` reads and skips the rows before the page.
     """
-    validators = conditional.crew_validators(connection)
-    if validators.matches(request):
-        return conditional.not_modified(validators)
+    if conditional.is_conditional(request):
+        validators = conditional.crew_validators(connection)
+        if validators.matches(request):
+            return conditional.not_modified(validators)
     values = filter_values(agency, status, name, launch)
     filters = frozenset(values) | (set() if include_deleted else {"live"})
     query = {"source": "crew", "filters": values, "include_deleted": include_deleted, "sort": sort}
@@ -149,7 +150,8 @@ def read_crew(
         params["after_key"], params["after_id"] = cursor_position(cursor, query_fingerprint, sort)
     statement = list_query("crew", filters, sort, keyset=cursor is not None)
     params["matches_sql"] = bound_sql(connection, statement.matches, values)
-    body, last = connection.exec_driver_sql(statement.response, params).one()
+    body, last, last_change = connection.exec_driver_sql(statement.response, params).one()
+    validators = conditional.Validators.of(last_change)
     next_cursor = cursors.encode(query_fingerprint, json.loads(last)) if last else None
     response = conditional.json_response(with_next(body, next_cursor), validators)
     if next_cursor:
@@ -160,7 +162,8 @@ def read_crew(
 def member_query() -> str:
     columns = (Crew.__table__.c[field] for field in PUBLIC_FIELDS)  # type: ignore[attr-defined]
     member = select(*columns).where(col(Crew.id) == bindparam("id")).subquery("member")
-    return compiled(select(cast(func.row_to_json(member.table_valued()), Text)))
+    body = cast(func.row_to_json(member.table_valued()), Text)
+    return compiled(select(body, member.c.updated_at))
 
 
 MEMBER_SQL = member_query()
@@ -182,12 +185,11 @@ def read_crew_member(
     crew_id: Annotated[str, Path(pattern=HEX24_ANY_CASE, description="24-hex crew id")],
 ) -> Response:
     """One crew member by id, including soft-deleted ones (their `deleted_at` is set)."""
-    validators = conditional.member_validators(connection, crew_id.lower())
-    if validators is None:
+    if conditional.is_conditional(request):
+        validators = conditional.member_validators(connection, crew_id.lower())
+        if validators is not None and validators.matches(request):
+            return conditional.not_modified(validators)
+    row = connection.exec_driver_sql(MEMBER_SQL, {"id": crew_id.lower()}).first()
+    if row is None:
         raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")
-    if validators.matches(request):
-        return conditional.not_modified(validators)
-    body = connection.exec_driver_sql(MEMBER_SQL, {"id": crew_id.lower()}).scalar_one_or_none()
-    if body is None:
-        raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")
-    return conditional.json_response(body, validators)
+    return conditional.json_response(row[0], conditional.Validators.of(row[1]))

@@ -84,10 +84,11 @@ class ListQuery:
     """The SQL of one list shape.
 
     `matches` selects the matching rows (ignoring paging), for planner_row_estimate().
-    `response` returns (body, next_key): the envelope as JSON text, and the (sort key, id) JSON
-    array of the page's last row when more rows follow, else NULL. Its parameters: the filter
-    values, `matches_sql`, `estimate_above`, `limit`, `offset`, and with keyset paging
-    `after_key`/`after_id`, the position the page starts after.
+    `response` returns (body, next_key, last_change): the envelope as JSON text, the (sort
+    key, id) JSON array of the page's last row when more rows follow, else NULL, and the
+    newest `crew.updated_at` (the validator of conditional GET, from the same snapshot).
+    Its parameters: the filter values, `matches_sql`, `estimate_above`, `limit`, `offset`,
+    and with keyset paging `after_key`/`after_id`, the position the page starts after.
     """
 
     matches: str
@@ -151,5 +152,6 @@ def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool
         .scalar_subquery()
     )
     next_key = case((rows_in_page > limit, last_key))
-    statement = select(cast(response, Text), next_key).select_from(estimate)
+    last_change = select(func.max(Crew.updated_at)).scalar_subquery()
+    statement = select(cast(response, Text), next_key, last_change).select_from(estimate)
     return ListQuery(compiled(matches), compiled(statement))
