@@ -1,13 +1,13 @@
 """Alembic environment: URL from the app settings, one advisory lock so replicas migrate in turn."""
 
-from logging.config import fileConfig
-
 from alembic import context
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.config import settings
 from app.db import get_engine
+from app.logs import configure_logging
 
 MIGRATION_LOCK_KEY = 0x637265775F6D6967  # "crew_mig": serialises concurrent `upgrade`s
 
@@ -15,8 +15,8 @@ MIGRATION_LOCK_KEY = 0x637265775F6D6967  # "crew_mig": serialises concurrent `up
 MIGRATION_ONLY_INDEXES = {"ix_crew_name_trgm"}
 
 config = context.config
-if config.config_file_name and config.attributes.get("configure_logger", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+if config.attributes.get("configure_logger", True):  # `alembic upgrade head` on a command line
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]

@@ -3,8 +3,10 @@
 import sys
 from typing import Annotated
 
+import structlog
 import typer
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -15,6 +17,7 @@ from app.config import settings
 from app.logs import configure_logging
 from app.models import IngestRun
 
+log = structlog.get_logger("crew_etl")
 cli = typer.Typer(help="SpaceX crew ETL: ingest the crew API into PostgreSQL and serve it.")
 console = Console()
 
@@ -28,17 +31,21 @@ def serve(
     """Serve the HTTP API (migrates on start when MIGRATE_ON_START is true)."""
     import uvicorn
 
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    log.info("serving", docs=f"http://{shown}:{port}/docs")
     uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
 
 
 @cli.command()
 def migrate() -> None:
     """Upgrade the database schema to the latest migration."""
+    from app.db import database_location
     from app.db import migrate as upgrade
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     upgrade()
-    console.print("schema is at head")
+    log.info("schema is at head", data=database_location())
 
 
 @cli.command()
@@ -100,6 +107,10 @@ def run_with_progress(run_id: int) -> IngestRun | None:
 
 
 def print_summary(run: IngestRun) -> None:
+    if run.status != "succeeded":  # the counts say little; the error and the log line say why
+        line = Text(f"Ingest run {run.id}: {run.status}: ", style="red")
+        console.print(line.append(run.error or "", style="default"), soft_wrap=True)  # no markup
+        return
     table = Table(title=f"Ingest run {run.id}: {run.status}")
     table.add_column("field")
     table.add_column("value", justify="right")
@@ -148,25 +159,30 @@ SUMMARY_FIELDS = (
 )
 
 
+RUN_LINE = "{id:>5}  {status:<9}  {trigger:<8}  {started:<19}  {counts}"
+
+
 @cli.command()
 def runs(limit: Annotated[int, typer.Option(help="How many runs to list")] = 20) -> None:
-    """List the most recent ingest runs."""
+    """List the most recent ingest runs, newest first; an error goes on the line below its run."""
     from app.db import get_engine
 
     with Session(get_engine()) as session:
         recent = session.exec(
             select(IngestRun).order_by(col(IngestRun.id).desc()).limit(limit)
         ).all()
-    table = Table(title="Ingest runs, newest first")
-    for column in ("id", "status", "trigger", "started (UTC)", "ins/upd/del/rej"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("error", overflow="fold")
+    header = {"started": "started (UTC)", "counts": "ins/upd/del/rej"}
+    columns = {"id": "id", "status": "status", "trigger": "trigger", **header}
+    console.print(RUN_LINE.format(**columns), style="bold", highlight=False)
     for run in recent:
-        started = run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else ""
+        started = run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else "-"
         counts = f"{run.rows_inserted}/{run.rows_updated}/{run.rows_deleted}/{run.records_rejected}"
-        error = Text(run.error or "")  # upstream text: never markup
-        table.add_row(str(run.id), run.status, run.trigger, started, counts, error)
-    console.print(table)
+        line = RUN_LINE.format(
+            id=run.id, status=run.status, trigger=run.trigger, started=started, counts=counts
+        )
+        console.print(line, highlight=False)
+        if run.error:
+            console.print(Padding(Text(run.error, style="red"), (0, 0, 0, 7)))
 
 
 if __name__ == "__main__":

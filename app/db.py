@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
 from app.config import PROJECT_ROOT, settings
@@ -18,6 +18,14 @@ if TYPE_CHECKING:
 @functools.cache
 def database_url() -> str:
     return settings.DATABASE_URL or start_embedded_postgres(settings.EMBEDDED_PG_DIR)
+
+
+def database_location() -> str:
+    """Where the data lives, fit for a log line: the embedded data directory, or the URL with
+    its password hidden."""
+    if settings.DATABASE_URL is None:
+        return f"embedded PostgreSQL in {settings.EMBEDDED_PG_DIR}"
+    return make_url(settings.DATABASE_URL).render_as_string(hide_password=True)
 
 
 @functools.cache

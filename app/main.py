@@ -20,12 +20,14 @@ from starlette.routing import Match
 from app import metrics
 from app.api import crew, health, history, ingest
 from app.config import settings
-from app.db import get_engine, migrate
+from app.db import database_location, get_engine, migrate
 from app.ingest import service
 from app.ingest.ownership import fail_orphaned_runs, lease
-from app.logs import configure_logging
+from app.logs import AccessLog, configure_logging
 from app.scheduler import run_schedule
 
+# At import, before the server logs its first line: with LOG_FORMAT=json every line is JSON.
+configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 log = structlog.get_logger("crew_etl")
 
 SHUTDOWN_GRACE_SECONDS = 25
@@ -50,6 +52,7 @@ def interrupt_runs_on_signals() -> None:
 
 async def start_up(app: FastAPI) -> None:
     metrics.install_retry_hooks()
+    log.info("starting", data=database_location(), docs="/docs")
     if settings.INGEST_API_TOKEN is None:
         log.warning("INGEST_API_TOKEN is not set: anyone who can reach the API can start runs")
     if settings.MIGRATE_ON_START:
@@ -63,7 +66,6 @@ async def start_up(app: FastAPI) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     await start_up(app)
     interrupt_runs_on_signals()
     scheduler = None
@@ -90,6 +92,7 @@ app.include_router(crew.router)
 app.include_router(history.router)
 app.include_router(ingest.router)
 app.include_router(health.router)
+app.add_middleware(AccessLog)
 Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app).expose(
     app, include_in_schema=False
 )

@@ -6,6 +6,8 @@ import stamina.instrumentation
 from prometheus_client import Counter, Gauge, Histogram
 from stamina.instrumentation import RetryDetails
 
+from app.logs import log_retry
+
 if TYPE_CHECKING:
     from app.models import IngestRun
 
@@ -58,6 +60,4 @@ def count_retry(details: RetryDetails) -> None:
 
 def install_retry_hooks() -> None:
     """Log every retry (with the run's context) and count it."""
-    stamina.instrumentation.set_on_retry_hooks(
-        [stamina.instrumentation.StructlogOnRetryHook, count_retry]
-    )
+    stamina.instrumentation.set_on_retry_hooks([log_retry, count_retry])

@@ -41,11 +41,17 @@ def test_runs_lists_recent_runs(upstream: FakeUpstream) -> None:
     upstream.fail(1, Fault("status", status=403))
     runner.invoke(cli, ["ingest"])
 
-    result = runner.invoke(cli, ["runs", "--limit", "5"])
+    result = runner.invoke(cli, ["runs", "--limit", "5"], env={"COLUMNS": "80"})
 
     assert result.exit_code == 0
-    lines = [line for line in result.output.splitlines() if "│ cli" in line]
-    assert len(lines) == 2 and "failed" in lines[0] and "succeeded" in lines[1]
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0].split() == ["id", "status", "trigger", "started", "(UTC)", "ins/upd/del/rej"]
+    assert lines[1].split()[:3] == ["2", "failed", "cli"]
+    assert lines[1].split()[-1] == "0/0/0/0"
+    assert lines[2].strip().startswith("page 1: HTTP 403 Forbidden")  # the error, whole
+    assert lines[3].split()[:3] == ["1", "succeeded", "cli"]
+    assert lines[3].split()[-1] == "18/0/0/0"
 
 
 def test_every_command_has_help() -> None:
@@ -90,6 +96,9 @@ def test_ingest_on_a_terminal_shows_progress_then_the_summary(upstream: FakeUpst
     assert code == 0, output
     assert re.search(r"run 1: [1-4] pages, \d+ records, 0 rejected", output)
     assert "Ingest run 1: succeeded" in output
+    # log lines print above the live progress line, none cleared by it: each whole, in order
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output)
+    assert re.search(r"run started .*source_url=.*run finished .*Ingest run 1", plain, re.S)
 
 
 def test_markup_from_the_upstream_is_printed_as_plain_text(upstream: FakeUpstream) -> None:

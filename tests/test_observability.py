@@ -67,9 +67,21 @@ def test_every_ingest_log_line_is_json_with_the_run_id(
     run_id = client.post("/ingest").json()["id"]
 
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
-    run_lines = [line for line in lines if line["logger"] in ("crew_etl.ingest", "stamina")]
-    assert [line["event"] for line in run_lines] == ["stamina.retry_scheduled", "run finished"]
+    run_lines = [
+        line for line in lines if line["logger"] in ("crew_etl.ingest", "crew_etl.extract")
+    ]
+    events = [line["event"] for line in run_lines]
+    assert events == ["run started", "upstream request retried", "run finished"]
     assert all(line["run_id"] == run_id for line in run_lines)
+    started, retried = run_lines[0], run_lines[1]
+    assert (started["trigger"], started["source_url"]) == ("api", f"{upstream.url}/v4/crew/query")
+    assert {key: retried[key] for key in ("page", "attempt", "reason")} == {
+        "page": 3,
+        "attempt": 1,
+        "reason": "http_502",
+    }
+    assert 0 <= retried["wait_seconds"] <= 1
+    assert not {"args", "kwargs", "callable"} & retried.keys()
     summary = run_lines[-1]
     assert summary["status"] == "succeeded" and summary["duration_seconds"] > 0
     counts = ("records_fetched", "records_rejected", "rows_inserted", "rows_updated")

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import stamina
+import structlog
 
 from app.config import Settings
 from app.ingest.body import (
@@ -146,10 +147,11 @@ def fetch_page(client: httpx.Client, url: str, number: int, policy: FetchPolicy)
         wait_jitter=policy.backoff_initial,
     )
     try:
-        for attempt in retrying:
-            with attempt:
-                body = post(client, url, payload, policy.max_response_bytes, deadline)
-                return read_envelope(body, policy.page_size)
+        with structlog.contextvars.bound_contextvars(page=number):  # named on retry lines
+            for attempt in retrying:
+                with attempt:
+                    body = post(client, url, payload, policy.max_response_bytes, deadline)
+                    return read_envelope(body, policy.page_size)
     except Exception as exc:
         raise ExtractError(f"page {number}: {describe(exc, policy)}") from None
     raise AssertionError("unreachable: stamina either returns or raises")

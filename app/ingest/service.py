@@ -58,6 +58,18 @@ class RunCounts:
 
 ProgressCallback = Callable[[RunCounts], None]
 
+# Failures a run expects now and then: logged as one line with a hint, without a traceback.
+EXPECTED_FAILURES = (extract.ExtractError, load.MassDeleteRefused)
+UPSTREAM_HINT = (
+    "check that SPACEX_API_URL is right and reachable from here; "
+    "`make demo` serves the recorded snapshot locally"
+)
+
+
+def hint_for(exc: Exception) -> str | None:
+    return UPSTREAM_HINT if isinstance(exc, extract.ExtractError) else None
+
+
 # Runs executing in this process that were told to stop (by SIGTERM), with the reason.
 _interrupted: dict[int, str] = {}
 _running_here: set[int] = set()
@@ -137,10 +149,15 @@ def execute_run(run_id: int, on_progress: ProgressCallback | None = None) -> Ing
         started = time.monotonic()
         counts = RunCounts()
         drift = validate.SchemaDrift()
+        run = get_run(run_id)
+        log.info("run started", trigger=run.trigger, source_url=run.source_url)
         try:
             run_pipeline(run_id, counts, drift, on_progress or (lambda _: None))
         except RunStopped as stop:
             finish_unsuccessful(run_id, stop.status, str(stop), counts, drift)
+        except EXPECTED_FAILURES as exc:  # one line: the cause, page, URL and what to do
+            log.error("run failed", error=str(exc), url=run.source_url, hint=hint_for(exc))
+            finish_unsuccessful(run_id, RunStatus.failed, str(exc), counts, drift)
         except Exception as exc:  # every failure ends the run truthfully
             log.exception("run failed")
             finish_unsuccessful(run_id, RunStatus.failed, str(exc) or repr(exc), counts, drift)
