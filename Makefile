@@ -8,8 +8,10 @@ UV := .tools/bin/uv
 endif
 export UV_PYTHON_DOWNLOADS := never
 RUN := $(UV) run --frozen
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: install run test lint bench migrate clean
+.PHONY: install run test lint bench migrate ingest runs psql reset demo clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -18,23 +20,38 @@ $(UV):
 install: $(UV)
 	$(UV) sync --frozen
 
-run: install  ## migrate, then serve on 127.0.0.1:8000 (embedded Postgres without DATABASE_URL)
+run: install  ## migrate, then serve on http://$(HOST):$(PORT) (embedded Postgres without DATABASE_URL)
 	$(RUN) crew-etl migrate
-	$(RUN) crew-etl serve --host 127.0.0.1 --port 8000
+	$(RUN) crew-etl serve --host $(HOST) --port $(PORT)
 
 test: install  ## the whole suite against a real PostgreSQL
 	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: install
-	$(RUN) ruff check app tests alembic bench
-	$(RUN) ruff format --check app tests alembic bench
+	$(RUN) ruff check app tests alembic bench demo
+	$(RUN) ruff format --check app tests alembic bench demo
 	$(RUN) mypy
 
 bench: install  ## N records (default 200000) through the real ingest path, plus read load
 	$(RUN) python -m bench.run --records $(or $(N),200000)
 
-migrate: install
+migrate: install  ## alembic upgrade head on the configured database
 	$(RUN) crew-etl migrate
+
+ingest: install  ## one ingest run now from SPACEX_API_URL, with progress and a summary
+	$(RUN) crew-etl ingest
+
+runs: install  ## the most recent ingest runs
+	$(RUN) crew-etl runs
+
+psql: install  ## psql on the configured database (embedded included); SQL="..." runs one statement
+	$(RUN) crew-etl psql $(if $(SQL),--command "$$SQL")
+
+reset: install  ## delete the embedded database (asks first); the next start begins empty
+	$(RUN) crew-etl reset
+
+demo: install  ## offline: stand-in upstream with the recorded snapshot, the service, one ingest
+	$(RUN) python -m demo --host $(HOST) --port $(PORT) $(DEMO_ARGS)
 
 clean:
 	rm -rf .venv .tools .pytest_cache .ruff_cache .mypy_cache

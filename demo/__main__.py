@@ -1,0 +1,125 @@
+"""`make demo`: the whole journey, offline.
+
+A local stand-in for the SpaceX API (tests/fake_upstream.py) serves the recorded real snapshot
+(tests/fixtures/crew_v4.json); the service runs against it on its own embedded database
+(`.data/demo-postgres`, never DATABASE_URL: an ingest soft-deletes what the snapshot lacks); one
+ingest runs; the URLs to open are printed. Ctrl-C stops everything.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fake_upstream import FakeUpstream
+
+PROJECT = Path(__file__).resolve().parent.parent
+SNAPSHOT = PROJECT / "tests" / "fixtures" / "crew_v4.json"
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def wait_for(check: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    raise SystemExit(f"demo: {what} did not happen within {seconds:.0f} s")
+
+
+def start_service(upstream_url: str, host: str, port: int, data: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": "",  # empty beats a DATABASE_URL in .env: the embedded database
+        "EMBEDDED_PG_DIR": str(data),
+        "SPACEX_API_URL": upstream_url,
+        "INGEST_API_TOKEN": "",
+        "INGEST_INTERVAL_SECONDS": "0",
+        "INGEST_PAGE_SIZE": "5",
+    }
+    command = [sys.executable, "-m", "app.cli", "serve", "--host", host, "--port", str(port)]
+    return subprocess.Popen(command, cwd=PROJECT, env=env)
+
+
+def ready(service: subprocess.Popen[bytes], base: str) -> bool:
+    if service.poll() is not None:
+        raise SystemExit(f"demo: the service exited (code {service.returncode}); see above")
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def ingest_once(base: str) -> dict[str, Any]:
+    run = httpx.post(f"{base}/ingest", timeout=10).raise_for_status().json()
+
+    def finished() -> dict[str, Any] | None:
+        current = httpx.get(f"{base}/ingest/{run['id']}", timeout=10).json()
+        return dict(current) if current["status"] in FINISHED else None
+
+    return dict(wait_for(finished, 120, f"ingest run {run['id']}"))
+
+
+def report(base: str, run: dict[str, Any], data: Path) -> str:
+    counts = ", ".join(
+        f"{run[name]} {name.split('_')[-1]}"
+        for name in ("records_fetched", "rows_inserted", "rows_updated", "rows_unchanged")
+    )
+    return f"""
+Ingest run {run["id"]}: {run["status"]} ({counts}){": " + run["error"] if run["error"] else ""}
+
+Open:
+  {base}/docs                  the API, try it out
+  {base}/redoc
+  {base}/crew?limit=5&sort=name
+  {base}/crew?agency=NASA
+  {base}/ingest/{run["id"]}                the run above
+  {base}/metrics
+SQL on this demo's database, from another terminal:
+  make psql EMBEDDED_PG_DIR={data} DATABASE_URL= SQL="SELECT name, agency FROM crew LIMIT 5"
+Ctrl-C stops the service and the stand-in upstream.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--data", type=Path, default=PROJECT / ".data" / "demo-postgres")
+    parser.add_argument("--exit", action="store_true", help="stop after the ingest (for tests)")
+    args = parser.parse_args()
+
+    upstream = FakeUpstream(json.loads(SNAPSHOT.read_text())).start()
+    print(f"stand-in upstream with the recorded snapshot: {upstream.url}", flush=True)
+    service = start_service(upstream.url, args.host, args.port, args.data)
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    try:
+        wait_for(lambda: ready(service, base), 120, "service start")
+        print(report(base, ingest_once(base), args.data), flush=True)
+        if not args.exit:
+            service.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to the service too
+        pass
+    finally:
+        stop(service)
+        upstream.stop()
+
+
+def stop(service: subprocess.Popen[bytes]) -> None:
+    """SIGINT, as Ctrl-C would: the service stops its embedded PostgreSQL on the way out."""
+    try:
+        service.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        service.send_signal(signal.SIGINT)
+        service.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
