@@ -10,7 +10,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     """Every knob comes from the environment (or `.env`); names are part of the contract."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty variable means "not set" (compose passes every setting as `${NAME:-}`).
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # None starts the embedded PostgreSQL under EMBEDDED_PG_DIR.
     DATABASE_URL: str | None = Field(
