@@ -2,7 +2,7 @@
 
 A local stand-in for the SpaceX API (tests/fake_upstream.py) serves the recorded real snapshot
 (tests/fixtures/crew_v4.json); the service runs against it on its own embedded database
-(`.data/demo-postgres`, never DATABASE_URL: an ingest soft-deletes what the snapshot lacks); one
+(`.data/demo-postgres`, never DATABASE_URL: a run soft-deletes what the snapshot lacks); one
 ingest runs; the URLs to open are printed. Ctrl-C stops everything.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from app.embedded_postgres import start_embedded_postgres
 from tests.fake_upstream import FakeUpstream
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -34,11 +35,12 @@ def wait_for(check: Any, seconds: float, what: str) -> Any:
     raise SystemExit(f"demo: {what} did not happen within {seconds:.0f} s")
 
 
-def start_service(upstream_url: str, host: str, port: int, data: Path) -> subprocess.Popen[bytes]:
+def start_service(
+    upstream_url: str, host: str, port: int, database: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "DATABASE_URL": "",  # empty beats a DATABASE_URL in .env: the embedded database
-        "EMBEDDED_PG_DIR": str(data),
+        "DATABASE_URL": database,
         "SPACEX_API_URL": upstream_url,
         "INGEST_API_TOKEN": "",
         "INGEST_INTERVAL_SECONDS": "0",
@@ -67,7 +69,7 @@ def ingest_once(base: str) -> dict[str, Any]:
     return dict(wait_for(finished, 120, f"ingest run {run['id']}"))
 
 
-def report(base: str, run: dict[str, Any], data: Path) -> str:
+def report(base: str, run: dict[str, Any], database: str) -> str:
     counts = ", ".join(
         f"{run[name]} {name.split('_')[-1]}"
         for name in ("records_fetched", "rows_inserted", "rows_updated", "rows_unchanged")
@@ -82,8 +84,8 @@ Open:
   {base}/crew?agency=NASA
   {base}/ingest/{run["id"]}                the run above
   {base}/metrics
-SQL on this demo's database, from another terminal:
-  make psql EMBEDDED_PG_DIR={data} DATABASE_URL= SQL="SELECT name, agency FROM crew LIMIT 5"
+SQL on this demo's database, from another terminal while the demo runs:
+  make psql DATABASE_URL='{database}' SQL="SELECT name, agency FROM crew"
 Ctrl-C stops the service and the stand-in upstream.
 """
 
@@ -98,11 +100,13 @@ def main() -> None:
 
     upstream = FakeUpstream(json.loads(SNAPSHOT.read_text())).start()
     print(f"stand-in upstream with the recorded snapshot: {upstream.url}", flush=True)
-    service = start_service(upstream.url, args.host, args.port, args.data)
+    # its own embedded database, whatever DATABASE_URL says: a run soft-deletes what it lacks
+    database = start_embedded_postgres(args.data).replace("+psycopg2", "")
+    service = start_service(upstream.url, args.host, args.port, database)
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     try:
         wait_for(lambda: ready(service, base), 120, "service start")
-        print(report(base, ingest_once(base), args.data), flush=True)
+        print(report(base, ingest_once(base), database), flush=True)
         if not args.exit:
             service.wait()
     except KeyboardInterrupt:  # the terminal sent SIGINT to the service too
