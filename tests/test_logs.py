@@ -50,7 +50,7 @@ def serve_once(command: list[str], port: int) -> str:
             return False
 
     try:
-        wait_until(ready, timeout=60)
+        wait_until(ready, timeout=180)  # a loaded machine starts slowly
         assert httpx.get(f"http://127.0.0.1:{port}/crew?limit=1", timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)

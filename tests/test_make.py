@@ -95,7 +95,7 @@ def test_make_run_honours_host_and_port_and_stops_the_embedded_database(tmp_path
             return False
 
     try:
-        wait_until(ready, timeout=120)
+        wait_until(ready, timeout=180)
         assert running_server_pid(data) is not None
     finally:
         os.killpg(process.pid, signal.SIGTERM)
