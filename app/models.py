@@ -174,9 +174,11 @@ class IngestRunPublic(IngestRunBase):
 # A record the upstream sent that did not pass validation, kept as received.
 class IngestReject(SQLModel, table=True):
     __tablename__ = "ingest_rejects"
+    # A run's rejects in id order straight from the index (the first few, or a page of them).
+    __table_args__ = (Index("ix_ingest_rejects_run_id_id", "run_id", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="ingest_runs.id", ondelete="CASCADE", index=True)
+    run_id: int = Field(foreign_key="ingest_runs.id", ondelete="CASCADE")
     record_id: str | None = Field(default=None, sa_type=Text)
     errors: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
     raw: Any = Field(sa_column=Column(JSONB, nullable=False))
