@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     INGEST_MAX_REJECT_FRACTION: float = Field(default=0.5, ge=0, le=1)
     INGEST_INTERVAL_SECONDS: float = Field(default=0, ge=0)
     INGEST_API_TOKEN: str | None = None
+    # The status page warns when no run succeeded for this long; None: twice the interval, or a
+    # day without a schedule (see stale_after_seconds).
+    STATUS_STALE_AFTER_SECONDS: float | None = Field(default=None, gt=0)
 
     HTTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     HTTP_RETRIES: int = Field(default=4, ge=0)
@@ -59,6 +62,12 @@ class Settings(BaseSettings):
     @classmethod
     def empty_token_means_open(cls, token: str | None) -> str | None:
         return token or None
+
+    @property
+    def stale_after_seconds(self) -> float:
+        if self.STATUS_STALE_AFTER_SECONDS is not None:
+            return self.STATUS_STALE_AFTER_SECONDS
+        return 2 * self.INGEST_INTERVAL_SECONDS if self.INGEST_INTERVAL_SECONDS > 0 else 86_400
 
 
 settings = Settings()

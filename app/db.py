@@ -69,11 +69,12 @@ def migrate(configure_logger: bool = False) -> None:
     command.upgrade(alembic_config(configure_logger), "head")
 
 
-def migration_heads() -> set[str]:
-    """The newest revision(s) in alembic/versions."""
+@functools.cache
+def migration_heads() -> frozenset[str]:
+    """The newest revision(s) in alembic/versions (read once: they ship with the code)."""
     from alembic.script import ScriptDirectory
 
-    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def schema_is_current() -> bool:

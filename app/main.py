@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import metrics
-from app.api import crew, health, history, ingest
+from app.api import crew, health, history, ingest, status
 from app.config import settings
 from app.db import database_location, get_engine, migrate
 from app.ingest import service
@@ -92,6 +92,7 @@ app.include_router(crew.router)
 app.include_router(history.router)
 app.include_router(ingest.router)
 app.include_router(health.router)
+app.include_router(status.router)
 app.add_middleware(AccessLog)
 Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app).expose(
     app, include_in_schema=False

@@ -3,6 +3,7 @@
 import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,20 @@ def test_dockerfile_passes_hadolint() -> None:
     )
     result = subprocess.run([hadolint, "Dockerfile"], cwd=PROJECT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wheel_ships_the_page_templates(tmp_path: Path) -> None:
+    """The image installs the built wheel (`uv sync --no-editable`): the status page's templates
+    must be inside it, not only in the source tree."""
+    uv = shutil.which("uv") or shutil.which("uv", path=str(PROJECT / ".tools" / "bin"))
+    if uv is None:
+        pytest.skip("uv not installed")
+    subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", str(tmp_path), str(PROJECT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    templates = {f"app/templates/{path.name}" for path in (PROJECT / "app" / "templates").iterdir()}
+    assert {"app/templates/status.html", "app/templates/status.css"} <= templates <= names

@@ -1,4 +1,4 @@
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -19,13 +19,8 @@ def read_health() -> Health:
     return Health(status="ok")
 
 
-@router.get(
-    "/readyz",
-    summary="Readiness",
-    responses={503: {"model": Health, "description": "Not ready; `checks` says what is missing"}},
-)
-def read_readiness(request: Request) -> Health:
-    """Database reachable, migrations at head and start-up recovery done."""
+def readiness_checks(app: FastAPI) -> dict[str, bool]:
+    """Database reachable, migrations at head and start-up recovery done (also on the page)."""
     checks = {"database": False, "migrations": False, "recovery": False}
     try:
         with get_engine().connect() as connection:
@@ -34,7 +29,18 @@ def read_readiness(request: Request) -> Health:
         checks["migrations"] = schema_is_current()
     except Exception:  # a down database is an answer here, not an error
         pass
-    checks["recovery"] = bool(getattr(request.app.state, "recovered", False))
+    checks["recovery"] = bool(getattr(app.state, "recovered", False))
+    return checks
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={503: {"model": Health, "description": "Not ready; `checks` says what is missing"}},
+)
+def read_readiness(request: Request) -> Health:
+    """Database reachable, migrations at head and start-up recovery done."""
+    checks = readiness_checks(request.app)
     health = Health(status="ok" if all(checks.values()) else "unavailable", checks=checks)
     if health.status != "ok":
         return JSONResponse(health.model_dump(), status_code=503)  # type: ignore[return-value]

@@ -1,0 +1,152 @@
+"""`GET /`: the status page. HTML for a browser, the same summary as JSON for
+`Accept: application/json`; both from one database snapshot (see app/status/summary.py)."""
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import humanize
+import mimeparse  # type: ignore[import-untyped]
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.api.health import readiness_checks
+from app.config import settings
+from app.db import get_engine
+from app.status.chart import format_count, format_seconds, run_chart
+from app.status.summary import Snapshot, read_snapshot, run_counts
+
+log = structlog.get_logger("crew_etl.status")
+
+router = APIRouter(tags=["status"])
+
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+templates.env.filters.update(
+    seconds=format_seconds,
+    compact=format_count,
+    thousands="{:,}".format,
+    words=lambda name: name.replace("_", " "),
+)
+
+CHANGES_PATH = "/ingest/{run_id}/changes"  # a run's change list, where the service has one
+
+
+class ServiceInfo(BaseModel):
+    name: str
+    version: str
+    ready: bool
+    checks: dict[str, bool]
+
+
+# How to start a run by hand; the token itself is never part of the page.
+class TriggerInfo(BaseModel):
+    method: str = "POST"
+    path: str = "/ingest"
+    token_required: bool
+    schedule_interval_seconds: float  # 0: no schedule
+
+
+# The page's content, as `Accept: application/json` returns it.
+class StatusSummary(Snapshot):
+    service: ServiceInfo
+    trigger: TriggerInfo
+
+
+class StatusUnavailable(BaseModel):
+    detail: str
+    service: ServiceInfo
+
+
+def wants_json(accept: str | None) -> bool:
+    """True when the client prefers JSON to HTML; browsers and `*/*` get HTML."""
+    if not accept:
+        return False
+    try:
+        best = mimeparse.best_match(["application/json", "text/html"], accept)
+    except ValueError:  # a malformed Accept header gets the page
+        return False
+    return bool(best == "application/json")
+
+
+def service_info(app: FastAPI) -> ServiceInfo:
+    checks = readiness_checks(app)
+    return ServiceInfo(
+        name=app.title, version=app.version, ready=all(checks.values()), checks=checks
+    )
+
+
+def read_summary(app: FastAPI, service: ServiceInfo) -> StatusSummary:
+    with get_engine().connect() as connection:
+        snapshot_connection = connection.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+        with snapshot_connection.begin():
+            snapshot = read_snapshot(snapshot_connection, settings.stale_after_seconds)
+    if snapshot.last_run is not None and has_route(app, CHANGES_PATH):
+        snapshot.last_run.changes_url = CHANGES_PATH.format(run_id=snapshot.last_run.run.id)
+    trigger = TriggerInfo(
+        token_required=settings.INGEST_API_TOKEN is not None,
+        schedule_interval_seconds=settings.INGEST_INTERVAL_SECONDS,
+    )
+    return StatusSummary(**dict(snapshot), service=service, trigger=trigger)
+
+
+def has_route(app: FastAPI, path: str) -> bool:
+    return any(getattr(route, "path", None) == path for route in app.routes)
+
+
+def page_context(summary: StatusSummary | None, now: datetime) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "chart": run_chart(summary.recent_runs) if summary else None,
+        "counts": run_counts(summary.last_run.run) if summary and summary.last_run else {},
+        "ago": lambda moment: humanize.naturaltime(moment, when=now),
+        "span": lambda seconds: humanize.naturaldelta(seconds),
+    }
+
+
+HTML_RESPONSE = {
+    "description": "The status page (HTML), or the summary as JSON for `Accept: application/json`",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
+
+@router.get(
+    "/",
+    summary="Status page",
+    response_model=StatusSummary,
+    responses={
+        200: HTML_RESPONSE,
+        503: {"model": StatusUnavailable, "description": "The database cannot be read"},
+    },
+)
+def read_status(request: Request) -> Response:
+    """Freshness, the last run and its rejects, the last 50 runs, crew counts and how to start a
+    run. HTML unless the `Accept` header prefers `application/json`."""
+    as_json = wants_json(request.headers.get("accept"))
+    service = service_info(request.app)
+    try:
+        summary: StatusSummary | None = read_summary(request.app, service)
+    except SQLAlchemyError:
+        log.warning("status page: database unavailable", exc_info=True)
+        summary = None
+    headers = {"Vary": "Accept", "Cache-Control": "no-cache"}
+    if summary is None:
+        body = StatusUnavailable(detail="database unavailable", service=service)
+        if as_json:
+            return JSONResponse(body.model_dump(mode="json"), 503, headers=headers)
+    elif as_json:
+        return Response(summary.model_dump_json(), media_type="application/json", headers=headers)
+    now = summary.generated_at if summary else datetime.now().astimezone()
+    context = {**page_context(summary, now), "service": service, "base_url": request.base_url}
+    return templates.TemplateResponse(
+        request,
+        "status.html",
+        context,
+        status_code=503 if summary is None else 200,
+        headers=headers,
+    )

@@ -1,0 +1,272 @@
+"""What the status page shows, read from one database snapshot: freshness, the recent runs, the
+last run with its first rejects, and crew counts. No HTTP here: `app/api/status.py` serves it.
+
+Every statement is served by an index (runs by primary key, rejects by (run_id, id)) except the
+crew counts, which aggregate the whole table. Those change only when a run commits (its rows and
+its `succeeded` status in one transaction), so they are computed once per successful run and
+kept in memory until the next one (`CrewCountsCache`).
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlencode
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, text
+
+from app.models import CrewStatus, IngestRunPublic, RunStatus, RunTrigger
+
+RECENT_RUNS = 50
+FIRST_REJECTS = 10
+ERRORS_PER_REJECT = 3
+TOP_AGENCIES = 12
+FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+# The newest runs, newest first (primary key index); every column, so new counts show up.
+RECENT_RUNS_SQL = text("SELECT * FROM ingest_runs ORDER BY id DESC LIMIT :limit")
+
+# The newest successful run: when the data was last refreshed. Also the crew counts' cache key.
+LAST_SUCCESS_SQL = text(
+    "SELECT id, finished_at FROM ingest_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"
+)
+
+# A run's first rejects in id order, from ix_ingest_rejects_run_id_id: no raw record (it can be
+# large), the first few errors and how many there are, the record id cut short.
+FIRST_REJECTS_SQL = text(
+    f"""
+    SELECT id, left(record_id, 100) AS record_id,
+           jsonb_array_length(errors) AS error_count,
+           jsonb_path_query_array(errors, '$[0 to {ERRORS_PER_REJECT - 1}]') AS errors
+    FROM ingest_rejects WHERE run_id = :run_id ORDER BY id LIMIT :limit
+    """
+)
+
+# Crew counts in one scan: first per (agency, status, live) cell, which PostgreSQL can do in
+# parallel, then the few cells rolled up per agency, per status and overall. Agencies group
+# case-insensitively, as `GET /crew?agency=` matches; only the largest :top are returned, with
+# how many agencies have live members at all.
+CREW_COUNTS_SQL = text(
+    """
+    WITH cells AS (
+        SELECT lower(agency) AS agency_key, min(agency) AS agency, status,
+               deleted_at IS NULL AS live, count(*) AS members
+        FROM crew GROUP BY lower(agency), status, deleted_at IS NULL
+    ), rollup AS (
+        SELECT CASE WHEN GROUPING(agency_key) = 0 THEN 'agency'
+                    WHEN GROUPING(status) = 0 THEN 'status' ELSE 'all' END AS kind,
+               CASE WHEN GROUPING(agency_key) = 0 THEN min(agency) ELSE status END AS label,
+               GROUPING(agency_key) = 0 AND agency_key IS NULL AS no_agency,
+               coalesce(sum(members) FILTER (WHERE live), 0)::bigint AS live,
+               coalesce(sum(members) FILTER (WHERE NOT live), 0)::bigint AS deleted
+        FROM cells GROUP BY GROUPING SETS ((agency_key), (status), ())
+    ), ranked AS (
+        SELECT *, row_number() OVER (PARTITION BY kind ORDER BY live DESC, label) AS rank,
+               count(*) FILTER (WHERE live > 0) OVER (PARTITION BY kind) AS groups
+        FROM rollup
+    )
+    SELECT kind, label, no_agency, live, deleted, groups FROM ranked
+    WHERE kind <> 'agency' OR (rank <= :top AND live > 0)
+    ORDER BY kind, rank
+    """
+)
+
+
+class FreshnessState(StrEnum):
+    fresh = "fresh"
+    stale = "stale"  # no run succeeded within the stale-after window
+    last_failed = "last_failed"  # the newest finished run failed
+    never_succeeded = "never_succeeded"
+
+
+# Whether the data is current; the state is the most serious of what applies.
+class Freshness(BaseModel):
+    state: FreshnessState
+    data_as_of: datetime | None  # when the newest successful run finished
+    last_success_run_id: int | None
+    age_seconds: float | None
+    stale_after_seconds: float
+    stale: bool
+
+
+# One run as the chart draws it.
+class RunPoint(BaseModel):
+    id: int
+    status: RunStatus
+    trigger: RunTrigger
+    started_at: datetime | None
+    duration_seconds: float | None  # so far, while running
+    rows_changed: int  # inserted + updated + deleted
+
+
+# A rejected record, shortened for the page: its id and its first errors.
+class RejectSummary(BaseModel):
+    id: int
+    record_id: str | None
+    error_count: int
+    errors: list[dict[str, Any]]
+
+
+# The newest run with its first rejects and where to read more.
+class LastRun(BaseModel):
+    run: IngestRunPublic
+    duration_seconds: float | None
+    url: str
+    rejects_url: str
+    rejects: list[RejectSummary]
+    changes_url: str | None = None
+
+
+# A count and the `GET /crew` URL that lists exactly those members (None where none can).
+class CountLink(BaseModel):
+    label: str | None
+    count: int
+    url: str | None
+
+
+class CrewCounts(BaseModel):
+    total: int  # members the upstream still returns
+    total_url: str
+    deleted: int  # soft-deleted: no longer returned upstream
+    deleted_url: str
+    by_status: list[CountLink]
+    by_agency: list[CountLink]  # the largest TOP_AGENCIES, then the rest in `other_agencies`
+    other_agencies: int
+    other_agencies_members: int
+
+
+# Everything the page shows that comes from the database, in one snapshot.
+class Snapshot(BaseModel):
+    generated_at: datetime
+    freshness: Freshness
+    last_run: LastRun | None
+    recent_runs: list[RunPoint]  # newest first
+    crew: CrewCounts
+
+
+def crew_url(**filters: str) -> str:
+    return "/crew" + (f"?{urlencode(filters)}" if filters else "")
+
+
+def duration(run: IngestRunPublic, now: datetime) -> float | None:
+    if run.started_at is None:
+        return None
+    return ((run.finished_at or now) - run.started_at).total_seconds()
+
+
+def run_point(run: IngestRunPublic, now: datetime) -> RunPoint:
+    return RunPoint(
+        id=run.id,
+        status=run.status,
+        trigger=run.trigger,
+        started_at=run.started_at,
+        duration_seconds=duration(run, now),
+        rows_changed=run.rows_inserted + run.rows_updated + run.rows_deleted,
+    )
+
+
+def run_counts(run: IngestRunPublic) -> dict[str, int]:
+    """Every count a run records, in the model's order (new count columns appear by themselves)."""
+    return {
+        name: getattr(run, name)
+        for name, field in IngestRunPublic.model_fields.items()
+        if field.annotation is int and name != "id"
+    }
+
+
+def freshness(
+    runs: list[IngestRunPublic], last_success: Any, now: datetime, stale_after: float
+) -> Freshness:
+    age = (now - last_success.finished_at).total_seconds() if last_success else None
+    stale = age is None or age > stale_after
+    last_finished = next((run for run in runs if run.status in FINISHED), None)
+    if last_success is None:
+        state = FreshnessState.never_succeeded
+    elif last_finished is not None and last_finished.status == RunStatus.failed:
+        state = FreshnessState.last_failed
+    else:
+        state = FreshnessState.stale if stale else FreshnessState.fresh
+    return Freshness(
+        state=state,
+        data_as_of=last_success.finished_at if last_success else None,
+        last_success_run_id=last_success.id if last_success else None,
+        age_seconds=age,
+        stale_after_seconds=stale_after,
+        stale=stale,
+    )
+
+
+def last_run(connection: Connection, run: IngestRunPublic, now: datetime) -> LastRun:
+    rows = connection.execute(FIRST_REJECTS_SQL, {"run_id": run.id, "limit": FIRST_REJECTS})
+    return LastRun(
+        run=run,
+        duration_seconds=duration(run, now),
+        url=f"/ingest/{run.id}",
+        rejects_url=f"/ingest/{run.id}/rejects",
+        rejects=[RejectSummary.model_validate(row._mapping) for row in rows],
+    )
+
+
+def read_crew_counts(connection: Connection) -> CrewCounts:
+    rows = connection.execute(CREW_COUNTS_SQL, {"top": TOP_AGENCIES}).all()
+    overall = next(row for row in rows if row.kind == "all")
+    statuses = {row.label: row.live for row in rows if row.kind == "status"}
+    agencies = [row for row in rows if row.kind == "agency"]
+    by_agency = [
+        CountLink(
+            label=None if row.no_agency else row.label,
+            count=row.live,
+            url=None if row.no_agency else crew_url(agency=row.label),
+        )
+        for row in agencies
+    ]
+    listed = sum(row.live for row in agencies)
+    return CrewCounts(
+        total=overall.live,
+        total_url=crew_url(),
+        deleted=overall.deleted,
+        deleted_url=crew_url(include_deleted="true"),
+        by_status=[
+            CountLink(label=status, count=statuses.get(status, 0), url=crew_url(status=status))
+            for status in CrewStatus
+        ],
+        by_agency=by_agency,
+        other_agencies=(agencies[0].groups - len(agencies)) if agencies else 0,
+        other_agencies_members=overall.live - listed,
+    )
+
+
+class CrewCountsCache:
+    """Crew counts keyed by the newest successful run (id, finished_at): exact until the next
+    successful run commits. Without any successful run nothing is cached."""
+
+    def __init__(self) -> None:
+        self._entry: tuple[tuple[int, datetime], CrewCounts] | None = None
+
+    def get(self, connection: Connection, last_success: Any) -> CrewCounts:
+        key = (last_success.id, last_success.finished_at) if last_success else None
+        entry = self._entry
+        if key is not None and entry is not None and entry[0] == key:
+            return entry[1]
+        counts = read_crew_counts(connection)
+        if key is not None:
+            self._entry = (key, counts)
+        return counts
+
+
+crew_counts_cache = CrewCountsCache()
+
+
+def read_snapshot(connection: Connection, stale_after: float) -> Snapshot:
+    """The page's data; call inside one REPEATABLE READ transaction so the parts agree."""
+    now = connection.execute(text("SELECT now()")).scalar_one()
+    rows = connection.execute(RECENT_RUNS_SQL, {"limit": RECENT_RUNS})
+    runs = [IngestRunPublic.model_validate(row._mapping) for row in rows]
+    last_success = connection.execute(LAST_SUCCESS_SQL).one_or_none()
+    return Snapshot(
+        generated_at=now,
+        freshness=freshness(runs, last_success, now, stale_after),
+        last_run=last_run(connection, runs[0], now) if runs else None,
+        recent_runs=[run_point(run, now) for run in runs],
+        crew=crew_counts_cache.get(connection, last_success),
+    )
