@@ -6,7 +6,8 @@ Steps, all on the same data in one run:
    1000, validation, load, run record), wall time and peak RSS of that process;
 3. re-ingest of the same data, then of data with 1% of the records changed;
 4. reads under 16 concurrent clients against one uvicorn worker (wrk when installed, else an
-   async httpx client).
+   async httpx client);
+5. the status page `GET /`, HTML and JSON, one client after another.
 
 It uses its own database, `crew_etl_bench`, on the server of DATABASE_URL or on the embedded
 server, and prints one markdown table. Usage: `make bench` or `make bench N=20000`.
@@ -346,6 +347,53 @@ def read_load(url: str, seconds: int, generator: str) -> tuple[str, list[Reads]]
     return tool, results
 
 
+def status_page(url: str, requests: int = 50) -> str:
+    """`GET /` with the bench's crew in place: the first request of a fresh process (crew
+    counts computed), then `requests` sequential ones (counts cached until the next run), for
+    HTML and JSON; and the crew-counts statement alone, as a page pays it once per run."""
+    from app.status.summary import CREW_COUNTS_SQL, TOP_AGENCIES
+
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    command += ["--no-access-log", "--log-level", "warning"]
+    env = {**service_env(url, "http://127.0.0.1:9"), "MIGRATE_ON_START": "false"}
+    rows = []
+    with process(command, env, f"http://127.0.0.1:{port}/healthz"), httpx.Client() as client:
+        for label, headers in (("HTML", {}), ("JSON", {"Accept": "application/json"})):
+            times, size = [], 0
+            for _ in range(requests + 1):
+                started = time.perf_counter()
+                response = client.get(f"http://127.0.0.1:{port}/", headers=headers, timeout=30)
+                times.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+                size = len(response.content)
+            cuts = statistics.quantiles(times[1:], n=100)
+            rows.append(
+                f"| GET / {label} | {times[0]:.1f} | {cuts[49]:.1f} | {cuts[98]:.1f} | {size:,} |"
+            )
+    connection = connect(url)
+    with connection.cursor() as cursor:
+        counts_ms = []
+        for _ in range(5):
+            started = time.perf_counter()
+            cursor.execute(str(CREW_COUNTS_SQL).replace(":top", str(TOP_AGENCIES)))
+            cursor.fetchall()
+            counts_ms.append((time.perf_counter() - started) * 1000)
+    connection.close()
+    return "\n".join(
+        [
+            f"Status page, {requests} sequential requests each after a first one, 1 uvicorn worker",
+            "",
+            "| request | first ms | p50 ms | p99 ms | bytes |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *rows,
+            "",
+            f"Crew counts statement alone (once per successful run): "
+            f"median {statistics.median(counts_ms):.1f} ms of 5",
+        ]
+    )
+
+
 def database_label() -> str:
     url = make_url(database_url())
     return f"{url.host}:{url.port or 5432}" if url.host else "embedded PostgreSQL (unix socket)"
@@ -410,6 +458,8 @@ def main() -> None:
     tool, reads = read_load(url, args.read_seconds, args.load_generator)
     print(report(args.records, loads, tool, reads))
     print(versions_report(before, loads[1], writes))
+    print()
+    print(status_page(url))
 
 
 if __name__ == "__main__":

@@ -411,3 +411,22 @@ def test_chart_has_one_mark_per_run_and_round_scales() -> None:
     assert [tick.label for tick in chart.panels[0].ticks] == ["0 s", "500 ms", "1 s"]
     assert [tick.label for tick in chart.panels[1].ticks] == ["0", "10", "20"]
     assert [nice_ceiling(v) for v in (0, 0.7, 1, 3, 1001, 150_000)] == [1, 1, 1, 5, 2000, 200_000]
+
+
+def test_last_run_links_its_changes_once_the_service_has_them(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    from app.api.status import CHANGES_PATH, has_route
+    from app.main import app
+
+    run = ingest(client)
+    expected = f"/ingest/{run['id']}/changes"
+    before = summary(client)["last_run"]["changes_url"]
+    assert before == (expected if has_route(app, CHANGES_PATH) else None)
+
+    app.add_api_route(CHANGES_PATH, lambda run_id: [], methods=["GET"])
+    try:
+        assert summary(client)["last_run"]["changes_url"] == expected
+        assert f'<a href="{expected}">changes</a>' in page(client)
+    finally:
+        app.router.routes.pop()
