@@ -156,6 +156,8 @@ def test_a_cancelled_run_after_a_success_is_not_a_failure(
 
 def test_json_matches_the_api_it_summarises(client: TestClient, upstream: FakeUpstream) -> None:
     upstream.records[2] = {**upstream.records[2], "status": "on mars"}
+    upstream.records[7] = {**upstream.records[7], "agency": None}
+    upstream.records[8] = {**upstream.records[8], "agency": upstream.records[8]["agency"].upper()}
     ingest(client)
     upstream.records[2] = {**upstream.records[2], "status": "retired"}
     del upstream.records[5]  # soft-deleted by the next run
@@ -182,7 +184,8 @@ def test_json_matches_the_api_it_summarises(client: TestClient, upstream: FakeUp
     assert (crew["total"], crew["deleted"]) == (17, 1)
     assert client.get(crew["total_url"]).json()["total"] == crew["total"]
     assert client.get(crew["deleted_url"]).json()["total"] == crew["total"] + crew["deleted"]
-    links = [row for row in crew["by_status"] + crew["by_agency"] if row["url"]]
+    links = crew["by_status"] + crew["by_agency"]
+    assert {"label": None, "count": 1, "url": "/crew?agency="} in crew["by_agency"]
     assert {row["label"] for row in crew["by_status"]} == {
         "active",
         "inactive",

@@ -43,20 +43,20 @@ FIRST_REJECTS_SQL = text(
 )
 
 # Crew counts in one scan: first per (agency, status, live) cell, which PostgreSQL can do in
-# parallel, then the few cells rolled up per agency, per status and overall. Agencies group
-# case-insensitively, as `GET /crew?agency=` matches; only the largest :top are returned, with
-# how many agencies have live members at all.
+# parallel, then the few cells rolled up per agency, per status and overall. Agencies group by
+# the key `GET /crew?agency=` compares (lower case, no agency as ''); only the largest :top are
+# returned, with how many agencies have live members at all.
 CREW_COUNTS_SQL = text(
     """
     WITH cells AS (
-        SELECT lower(agency) AS agency_key, min(agency) AS agency, status,
+        SELECT coalesce(lower(agency), '') AS agency_key, min(agency) AS agency, status,
                deleted_at IS NULL AS live, count(*) AS members
-        FROM crew GROUP BY lower(agency), status, deleted_at IS NULL
+        FROM crew GROUP BY coalesce(lower(agency), ''), status, deleted_at IS NULL
     ), rollup AS (
         SELECT CASE WHEN GROUPING(agency_key) = 0 THEN 'agency'
                     WHEN GROUPING(status) = 0 THEN 'status' ELSE 'all' END AS kind,
                CASE WHEN GROUPING(agency_key) = 0 THEN min(agency) ELSE status END AS label,
-               GROUPING(agency_key) = 0 AND agency_key IS NULL AS no_agency,
+               GROUPING(agency_key) = 0 AND agency_key = '' AS no_agency,
                coalesce(sum(members) FILTER (WHERE live), 0)::bigint AS live,
                coalesce(sum(members) FILTER (WHERE NOT live), 0)::bigint AS deleted
         FROM cells GROUP BY GROUPING SETS ((agency_key), (status), ())
@@ -117,11 +117,11 @@ class LastRun(BaseModel):
     changes_url: str | None = None
 
 
-# A count and the `GET /crew` URL that lists exactly those members (None where none can).
+# A count and the `GET /crew` URL that lists exactly those members.
 class CountLink(BaseModel):
-    label: str | None
+    label: str | None  # None: members without an agency
     count: int
-    url: str | None
+    url: str
 
 
 class CrewCounts(BaseModel):
@@ -216,7 +216,7 @@ def read_crew_counts(connection: Connection) -> CrewCounts:
         CountLink(
             label=None if row.no_agency else row.label,
             count=row.live,
-            url=None if row.no_agency else crew_url(agency=row.label),
+            url=crew_url(agency="" if row.no_agency else row.label),
         )
         for row in agencies
     ]
