@@ -43,7 +43,11 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self.ready)
+        try:
+            wait_until(self.ready)
+        except BaseException:  # never leave a server running behind a failed start
+            self.stop()
+            raise
 
     def ready(self) -> bool:
         assert self.process.poll() is None, "server exited during start-up"
