@@ -154,6 +154,26 @@ def test_a_cancelled_run_after_a_success_is_not_a_failure(
     assert summary(client)["freshness"]["state"] == "fresh"
 
 
+def test_dry_runs_neither_refresh_the_data_nor_fail_it(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    real = ingest(client)
+    execute(
+        "UPDATE ingest_runs SET finished_at = now() - interval '25 hours' WHERE id = :id",
+        id=real["id"],
+    )
+    dry = ingest(client, dry_run="true")
+    assert (dry["status"], dry["dry_run"]) == ("succeeded", True)
+
+    freshness = summary(client)["freshness"]
+    assert (freshness["state"], freshness["last_success_run_id"]) == ("stale", real["id"])
+
+    upstream.fail(1, Fault("status", status=404))
+    assert ingest(client, dry_run="true")["status"] == "failed"
+    assert summary(client)["freshness"]["state"] == "stale"
+    assert "dry run (nothing written)" in page(client)
+
+
 def test_json_matches_the_api_it_summarises(client: TestClient, upstream: FakeUpstream) -> None:
     upstream.records[2] = {**upstream.records[2], "status": "on mars"}
     upstream.records[7] = {**upstream.records[7], "agency": None}
@@ -398,6 +418,7 @@ def test_chart_has_one_mark_per_run_and_round_scales() -> None:
     points = [
         RunPoint(
             id=i,
+            dry_run=False,
             status="succeeded",
             trigger="api",
             started_at=None,

@@ -106,7 +106,8 @@ def bar(value: float, scale_max: float, top: float) -> Bar:
 
 def run_label(run: RunPoint) -> str:
     took = format_seconds(run.duration_seconds) if run.duration_seconds is not None else "no time"
-    return f"Run {run.id}: {run.status}, {took}, {run.rows_changed:,} rows changed"
+    dry = " (dry run: nothing written)" if run.dry_run else ""
+    return f"Run {run.id}{dry}: {run.status}, {took}, {run.rows_changed:,} rows changed"
 
 
 def panel(title: str, top: float, scale_max: float, fmt: Callable[[float], str]) -> Panel:

@@ -26,9 +26,11 @@ FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 # The newest runs, newest first (primary key index); every column, so new counts show up.
 RECENT_RUNS_SQL = text("SELECT * FROM ingest_runs ORDER BY id DESC LIMIT :limit")
 
-# The newest successful run: when the data was last refreshed. Also the crew counts' cache key.
+# The newest successful run that wrote the crew (a dry run writes nothing): when the data was
+# last refreshed. Also the crew counts' cache key.
 LAST_SUCCESS_SQL = text(
-    "SELECT id, finished_at FROM ingest_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"
+    "SELECT id, finished_at FROM ingest_runs WHERE status = 'succeeded' AND NOT dry_run"
+    " ORDER BY id DESC LIMIT 1"
 )
 
 # A run's first rejects in id order, from ix_ingest_rejects_run_id_id: no raw record (it can be
@@ -75,7 +77,7 @@ CREW_COUNTS_SQL = text(
 class FreshnessState(StrEnum):
     fresh = "fresh"
     stale = "stale"  # no run succeeded within the stale-after window
-    last_failed = "last_failed"  # the newest finished run failed
+    last_failed = "last_failed"  # the newest finished run (dry runs aside) failed
     never_succeeded = "never_succeeded"
 
 
@@ -94,6 +96,7 @@ class RunPoint(BaseModel):
     id: int
     status: RunStatus
     trigger: RunTrigger
+    dry_run: bool
     started_at: datetime | None
     duration_seconds: float | None  # so far, while running
     rows_changed: int  # inserted + updated + deleted
@@ -159,6 +162,7 @@ def run_point(run: IngestRunPublic, now: datetime) -> RunPoint:
         id=run.id,
         status=run.status,
         trigger=run.trigger,
+        dry_run=run.dry_run,
         started_at=run.started_at,
         duration_seconds=duration(run, now),
         rows_changed=run.rows_inserted + run.rows_updated + run.rows_deleted,
@@ -179,7 +183,8 @@ def freshness(
 ) -> Freshness:
     age = (now - last_success.finished_at).total_seconds() if last_success else None
     stale = age is None or age > stale_after
-    last_finished = next((run for run in runs if run.status in FINISHED), None)
+    finished = (run for run in runs if run.status in FINISHED and not run.dry_run)
+    last_finished = next(finished, None)
     if last_success is None:
         state = FreshnessState.never_succeeded
     elif last_finished is not None and last_finished.status == RunStatus.failed:
