@@ -116,6 +116,8 @@ def test_page_after_a_success_and_a_failure(
     assert browser.find_element(By.ID, "freshness").get_attribute("data-state") == "last_failed"
     assert text("#last-run-h a") == f"run {failed['id']}"
     assert text("#last-run-status") == "failed"
+    changes = browser.find_element(By.LINK_TEXT, "changes").get_attribute("href")
+    assert changes == f"{server.url}/ingest/{failed['id']}/changes"
     assert text("#last-run-error") == failed["error"] == "page 2: HTTP 404 Not Found"
     shown = {
         element.get_attribute("data-count"): number(element.find_element(By.TAG_NAME, "dd").text)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.routing import NoMatchFound
 
 from app.api.health import readiness_checks
 from app.config import settings
@@ -32,7 +33,7 @@ templates.env.filters.update(
     words=lambda name: name.replace("_", " "),
 )
 
-CHANGES_PATH = "/ingest/{run_id}/changes"  # a run's change list, where the service has one
+CHANGES_ROUTE = "read_ingest_changes"  # GET /ingest/{run_id}/changes: what a run changed
 
 
 class ServiceInfo(BaseModel):
@@ -86,8 +87,10 @@ def read_summary(app: FastAPI, service: ServiceInfo) -> StatusSummary:
         )
         with snapshot_connection.begin():
             snapshot = read_snapshot(snapshot_connection, settings.stale_after_seconds)
-    if snapshot.last_run is not None and has_route(app, CHANGES_PATH):
-        snapshot.last_run.changes_url = CHANGES_PATH.format(run_id=snapshot.last_run.run.id)
+    if snapshot.last_run is not None:
+        snapshot.last_run.changes_url = route_path(
+            app, CHANGES_ROUTE, run_id=snapshot.last_run.run.id
+        )
     trigger = TriggerInfo(
         token_required=settings.INGEST_API_TOKEN is not None,
         schedule_interval_seconds=settings.INGEST_INTERVAL_SECONDS,
@@ -95,8 +98,12 @@ def read_summary(app: FastAPI, service: ServiceInfo) -> StatusSummary:
     return StatusSummary(**dict(snapshot), service=service, trigger=trigger)
 
 
-def has_route(app: FastAPI, path: str) -> bool:
-    return any(getattr(route, "path", None) == path for route in app.routes)
+def route_path(app: FastAPI, name: str, **params: Any) -> str | None:
+    """The path of the named route, or None where this service has no such route."""
+    try:
+        return str(app.url_path_for(name, **params))
+    except NoMatchFound:
+        return None
 
 
 def page_context(summary: StatusSummary | None, now: datetime) -> dict[str, Any]:
