@@ -33,6 +33,20 @@ def strip_lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _strip_or_none(value: Any) -> Any:
+    """Surrounding whitespace goes; an agency of only whitespace is no agency."""
+    value = _strip(value)
+    return (value or None) if isinstance(value, str) else value
+
+
+def _none_as_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
 def _unique_in_order(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
@@ -70,12 +84,19 @@ class CrewBase(SQLModel):
     id: Annotated[str, BeforeValidator(strip_lower)] = Field(
         primary_key=True, max_length=24, schema_extra={"pattern": HEX24}
     )
-    name: str = Field(min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT})
+    # A null name is a reject (the upstream's schema allows it; a member needs a name here).
+    name: Annotated[str, BeforeValidator(_strip)] = Field(
+        min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT}
+    )
     status: Annotated[CrewStatus, BeforeValidator(strip_lower)] = Field(sa_type=String(16))
-    agency: str | None = Field(default=None, max_length=100, schema_extra={"pattern": PRINTABLE})
+    agency: Annotated[str | None, BeforeValidator(_strip_or_none)] = Field(
+        default=None, max_length=100, schema_extra={"pattern": PRINTABLE}
+    )
     image: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
     wikipedia: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
-    launches: Annotated[list[LaunchId], AfterValidator(_unique_in_order)] = Field(
+    launches: Annotated[
+        list[LaunchId], BeforeValidator(_none_as_empty), AfterValidator(_unique_in_order)
+    ] = Field(
         default_factory=list,
         sa_column=Column(ARRAY(String(24)), nullable=False, server_default="{}"),
     )
@@ -121,6 +142,10 @@ class IngestRunBase(SQLModel):
     rows_updated: int = 0
     rows_unchanged: int = 0
     rows_deleted: int = 0
+    # Active rows left as they were because only a rejected record named their id.
+    rows_kept: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # Rejected records beyond INGEST_MAX_REJECTS_PER_RUN: counted, not stored.
+    rejects_not_stored: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     error: str | None = Field(default=None, sa_type=Text)
     dry_run: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
     schema_drift: dict[str, Any] = Field(

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import settings
+from app.logs import configure_logging
 from tests.conftest import crew_checksum, ingest, query_one, wait_until
 from tests.fake_upstream import FakeUpstream, Fault, gzip_bomb
 from tests.test_faults import assert_failed_untouched, loaded_fixture  # noqa: F401
@@ -172,6 +173,12 @@ def finished_run(server: Server) -> dict[str, Any]:
     return dict(httpx.get(f"{server.url}/ingest/{run_id}").json())
 
 
+def huge_string_page() -> bytes:
+    """A page whose one record holds a 9.9 MB string of 4-byte characters (wide in Python)."""
+    record = {"id": "a" * 24, "name": "\U0001f680" * (9_900_000 // 4), "status": "active"}
+    return json.dumps({"docs": [record], "hasNextPage": False}, ensure_ascii=False).encode()
+
+
 HOSTILE_PAGES: dict[str, tuple[Callable[[], Fault], str]] = {
     "a million empty records": (
         lambda: Fault("many_docs", size=1_000_000),
@@ -190,6 +197,10 @@ HOSTILE_PAGES: dict[str, tuple[Callable[[], Fault], str]] = {
             "body", body=gzip_bomb(1 << 30, 2), headers={"content-encoding": "gzip, gzip"}
         ),
         "page 2: unsupported Content-Encoding 'gzip, gzip'",
+    ),
+    "a 9.9 MB string of wide characters": (
+        lambda: Fault("body", body=huge_string_page()),
+        "refusing to soft-delete 13 of 18 active crew",
     ),
 }
 
@@ -210,3 +221,28 @@ def test_peak_memory_of_the_server_stays_in_budget(
     assert peak < MEMORY_BUDGET_BYTES
     assert run["status"] == "failed" and run["error"].startswith(error), run["error"]
     assert crew_checksum() == before
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_no_log_line_carries_the_body_or_its_records(
+    client: TestClient,
+    upstream: FakeUpstream,
+    capsys: pytest.CaptureFixture[str],
+    log_format: str,
+) -> None:
+    marker = "BODY-MARKER-7f3a"
+    bad_json = ('{"docs": [{"name": "' + marker + '"}, ').encode()
+    too_many = json.dumps({"docs": [{"name": marker}] * 6}).encode()
+    upstream.fail(1, Fault("body", body=bad_json))
+    upstream.fail(2, Fault("body", body=too_many))
+    configure_logging("INFO", log_format)
+    try:
+        first, second = ingest(client), ingest(client)
+    finally:
+        configure_logging("INFO", "json")
+
+    assert first["error"].startswith("page 1: invalid JSON")
+    assert second["error"] == "page 2: 6 docs, more than the limit of 5 asked for"
+    logged = capsys.readouterr().err
+    assert "run failed" in logged and "ExtractError" in logged
+    assert marker not in logged

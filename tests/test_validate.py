@@ -38,7 +38,8 @@ def test_a_good_record_passes_unchanged() -> None:
         ({"id": 12}, ("id", "string_type")),
         ({"id": None}, ("id", "string_type")),
         ({"name": ""}, ("name", "string_too_short")),
-        ({"name": "   "}, ("name", "string_pattern_mismatch")),
+        ({"name": "   "}, ("name", "string_too_short")),  # stripped first
+        ({"name": "x\ud800"}, ("name", "string_unicode")),
         ({"name": "x" * 201}, ("name", "string_too_long")),
         ({"name": None}, ("name", "string_type")),
         ({"name": "nul\x00byte"}, ("name", "string_pattern_mismatch")),
@@ -58,6 +59,24 @@ def test_invalid_fields_are_rejected_with_the_field_and_reason(
     change: dict[str, Any], reason: tuple[str, str]
 ) -> None:
     assert reject_reasons({**GOOD, **change}) == [reason]
+
+
+@pytest.mark.parametrize(
+    ("change", "stored"),
+    [
+        ({"name": "  Anne McClain \n"}, {"name": "Anne McClain"}),
+        ({"agency": " NASA "}, {"agency": "NASA"}),
+        ({"agency": "   "}, {"agency": None}),
+        ({"launches": None}, {"launches": []}),
+    ],
+)
+def test_surrounding_whitespace_and_null_launches_are_normalised(
+    change: dict[str, Any], stored: dict[str, Any]
+) -> None:
+    page = validate_page([{**GOOD, **change}])
+
+    assert page.rejects == []
+    assert page.crew[0].model_dump(mode="json") == {**GOOD, **stored}
 
 
 def test_missing_required_fields_are_named() -> None:

@@ -176,7 +176,7 @@ def read_envelope(body: bytearray, limit: int) -> dict[str, Any]:
     more `docs` than the `limit` asked for (the upstream broke the contract)."""
     check_value_count(body, limit * MAX_VALUES_PER_RECORD)
     try:
-        envelope = json.loads(body)
+        envelope = json.loads(body, parse_int=parse_int)
     except ValueError as exc:
         raise BadEnvelope(f"invalid JSON ({exc})") from None
     except RecursionError:
@@ -191,6 +191,12 @@ def read_envelope(body: bytearray, limit: int) -> dict[str, Any]:
     if len(docs) > limit:
         raise BadEnvelope(f"{len(docs)} docs, more than the limit of {limit} asked for")
     return envelope
+
+
+def parse_int(digits: str) -> int | float:
+    """Integers past Python's 4,300-digit conversion limit become floats (infinity) rather
+    than failing the whole page."""
+    return int(digits) if len(digits) < 4000 else float(digits)
 
 
 def check_value_count(body: bytearray, max_values: int) -> None:

@@ -2,11 +2,12 @@
 soft delete; each statement writes a member's row and its version together. No HTTP."""
 
 import json
-import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
+from app.ingest.storable import storable_json, storable_text
 from app.models import CREW_FIELDS
 
 COLUMNS = ", ".join(CREW_FIELDS)
@@ -33,7 +34,12 @@ VERSION_CLOSE = """
     RETURNING v.crew_id, v.deleted_at
 """
 
-SETUP = "CREATE TEMP TABLE crew_seen (id varchar(24) PRIMARY KEY) ON COMMIT DROP"
+# crew_seen: ids of the run's valid records. crew_kept: ids of its records that failed
+# validation, whose rows keep their last good state instead of being soft-deleted.
+SETUP = """
+CREATE TEMP TABLE crew_seen (id varchar(24) PRIMARY KEY) ON COMMIT DROP;
+CREATE TEMP TABLE crew_kept (id varchar(24) PRIMARY KEY) ON COMMIT DROP
+"""
 
 # One statement per page: parse the page's JSON in the server, remember its ids, skip ids an
 # earlier page had, then upsert and write only rows whose content differs (or that come back
@@ -64,16 +70,25 @@ SELECT
 FROM changed_rows
 """
 
-COUNT_VANISHED = """
-SELECT count(*) FROM crew
+KEEP = "INSERT INTO crew_kept SELECT unnest(%s::varchar[]) ON CONFLICT DO NOTHING"
+
+# Active rows the run saw no valid record for: kept (a rejected record named them) or vanished.
+COUNT_UNSEEN = """
+SELECT
+    count(*) FILTER (WHERE EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id)),
+    count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id))
+FROM crew
 WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
 """
 
-# Soft-delete crew this run did not see, closing their versions and opening deleted ones.
+# Soft-delete crew this run did not see (valid or rejected), closing their versions and opening
+# deleted ones.
 SOFT_DELETE = f"""
 WITH changed_rows AS (
     UPDATE crew SET deleted_at = now(), updated_at = now()
-    WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
+    WHERE deleted_at IS NULL
+        AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
+        AND NOT EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id)
     RETURNING crew.*
 ), closed AS ({VERSION_CLOSE.format(only="")}
 ), opened AS ({VERSION_INSERT.format(op="'delete'")})
@@ -86,10 +101,16 @@ SELECT %s, r.record_id, r.errors, coalesce(r.raw, 'null'::jsonb)
 FROM jsonb_to_recordset(%s::jsonb) AS r(record_id text, errors jsonb, raw jsonb)
 """
 
-_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+RAW_MAX_CHARS = 8192  # of a reject's record as JSON text; longer ones are kept cut, as a string
+RECORD_ID_MAX_CHARS = 100
+JSON_MAX_CHARS = 1_000_000  # run bookkeeping (schema drift, errors): never cut in practice
 
 
 class MassDeleteRefused(Exception):
+    pass
+
+
+class TooManyRejects(Exception):
     pass
 
 
@@ -116,28 +137,61 @@ def load_page(cursor: Any, run_id: int, page_json: str, valid: int) -> PageResul
     return PageResult(inserted, updated, unchanged, list(repeated))
 
 
+def keep_rows(cursor: Any, record_ids: list[str]) -> None:
+    """Protect the rows of these ids (records that failed validation) from soft deletion."""
+    if record_ids:
+        cursor.execute(KEEP, (record_ids,))
+
+
+def more_than(part: int, whole: int, fraction: float) -> bool:
+    """part > fraction × whole, exactly: 0.29 is 29/100 here, not a binary float."""
+    ratio = Fraction(str(fraction))
+    return part * ratio.denominator > ratio.numerator * whole
+
+
+def refuse_many_rejects(rejected: int, fetched: int, max_fraction: float) -> None:
+    if more_than(rejected, fetched, max_fraction):
+        raise TooManyRejects(
+            f"refusing to load: {rejected} of {fetched} records rejected "
+            f"(more than INGEST_MAX_REJECT_FRACTION={max_fraction}); "
+            "the upstream may have changed shape"
+        )
+
+
 def soft_delete_vanished(
     cursor: Any, run_id: int, active_before: int, max_fraction: float, allow_mass_delete: bool
-) -> int:
-    """Soft-delete crew the upstream no longer returns, refusing a mass deletion unless allowed."""
-    cursor.execute(COUNT_VANISHED)
-    vanished = int(cursor.fetchone()[0])
-    if vanished and not allow_mass_delete and vanished > max_fraction * active_before:
+) -> tuple[int, int]:
+    """Soft-delete crew the upstream no longer returns, refusing a mass deletion unless allowed.
+
+    Returns (rows kept, rows deleted); kept rows are those only a rejected record named.
+    """
+    cursor.execute(COUNT_UNSEEN)
+    kept, vanished = (int(n) for n in cursor.fetchone())
+    if vanished and not allow_mass_delete and more_than(vanished, active_before, max_fraction):
         raise MassDeleteRefused(
             f"refusing to soft-delete {vanished} of {active_before} active crew "
             f"(more than INGEST_MAX_DELETE_FRACTION={max_fraction}); "
             "trigger the run with allow_mass_delete=true to accept"
         )
     cursor.execute(SOFT_DELETE, {"run_id": run_id})
-    return int(cursor.fetchone()[0])
+    return kept, int(cursor.fetchone()[0])
 
 
-def save_rejects(cursor: Any, run_id: int, rejects: Iterable[Any]) -> None:
-    rows = [{"record_id": r.record_id, "errors": r.errors, "raw": r.raw} for r in rejects]
-    if rows:
-        cursor.execute(INSERT_REJECTS, (run_id, jsonb_text(rows)))
+def save_rejects(cursor: Any, run_id: int, rejects: Sequence[Any]) -> None:
+    """Store rejects as storable JSON: see app/ingest/storable.py for what becomes text."""
+    if rejects:
+        cursor.execute(INSERT_REJECTS, (run_id, "[" + ",".join(map(reject_json, rejects)) + "]"))
+
+
+def reject_json(reject: Any) -> str:
+    record_id = reject.record_id and storable_text(reject.record_id, RECORD_ID_MAX_CHARS)
+    return (
+        f'{{"record_id": {json.dumps(record_id)}, '
+        f'"errors": {storable_json(reject.errors, JSON_MAX_CHARS)}, '
+        f'"raw": {storable_json(reject.raw, RAW_MAX_CHARS)}}}'
+    )
 
 
 def jsonb_text(value: Any) -> str:
-    """JSON for a jsonb parameter: jsonb cannot hold U+0000, so it becomes U+FFFD."""
-    return _JSON_NUL.sub(r"\1\\ufffd", json.dumps(value))
+    """JSON text for a jsonb parameter, whatever `value` holds (see app/ingest/storable.py)."""
+    return storable_json(value, JSON_MAX_CHARS)

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, select
 
 from app import metrics
@@ -54,12 +54,14 @@ class RunCounts:
     rows_updated: int = 0
     rows_unchanged: int = 0
     rows_deleted: int = 0
+    rows_kept: int = 0
+    rejects_not_stored: int = 0
 
 
 ProgressCallback = Callable[[RunCounts], None]
 
 # Failures a run expects now and then: logged as one line with a hint, without a traceback.
-EXPECTED_FAILURES = (extract.ExtractError, load.MassDeleteRefused)
+EXPECTED_FAILURES = (extract.ExtractError, load.MassDeleteRefused, load.TooManyRejects)
 UPSTREAM_HINT = (
     "check that SPACEX_API_URL is right and reachable from here; "
     "`make demo` serves the recorded snapshot locally"
@@ -160,7 +162,7 @@ def execute_run(run_id: int, on_progress: ProgressCallback | None = None) -> Ing
             finish_unsuccessful(run_id, RunStatus.failed, str(exc), counts, drift)
         except Exception as exc:  # every failure ends the run truthfully
             log.exception("run failed")
-            finish_unsuccessful(run_id, RunStatus.failed, str(exc) or repr(exc), counts, drift)
+            finish_unsuccessful(run_id, RunStatus.failed, public_error(exc), counts, drift)
         finally:
             _running_here.discard(run_id)
             _interrupted.pop(run_id, None)
@@ -190,7 +192,10 @@ def run_pipeline(
                     on_progress(counts)
             finally:
                 pages.close()
-        counts.rows_deleted = load.soft_delete_vanished(
+        load.refuse_many_rejects(
+            counts.records_rejected, counts.records_fetched, settings.INGEST_MAX_REJECT_FRACTION
+        )
+        counts.rows_kept, counts.rows_deleted = load.soft_delete_vanished(
             cursor,
             run_id,
             active_before,
@@ -260,21 +265,27 @@ def load_one_page(
     checked = validate.validate_page(page.records)
     page_json = validate.PAGE_ADAPTER.dump_json(checked.crew).decode()
     result = load.load_page(cursor, run_id, page_json, len(checked.crew))
+    load.keep_rows(cursor, validate.known_ids(checked.rejects))
     rejects = checked.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
+    stored = counts.records_rejected - counts.rejects_not_stored
+    to_store = rejects[: max(settings.INGEST_MAX_REJECTS_PER_RUN - stored, 0)]
     counts.pages_fetched += 1
     counts.records_fetched += len(page.records)
     counts.records_valid += len(checked.crew) - len(result.repeated_ids)
     counts.records_rejected += len(rejects)
+    counts.rejects_not_stored += len(rejects) - len(to_store)
     counts.rows_inserted += result.inserted
     counts.rows_updated += result.updated
     counts.rows_unchanged += result.unchanged
-    if record_progress(run_id, counts, rejects):
+    if record_progress(run_id, counts, to_store):
         raise RunStopped(RunStatus.cancelled, "cancelled on request")
 
 
 def record_progress(run_id: int, counts: RunCounts, rejects: list[validate.Reject]) -> bool:
     """Save progress and rejects outside the load transaction; return whether cancel was asked."""
-    progress = {k: v for k, v in asdict(counts).items() if k.startswith(("pages", "records"))}
+    progress = {
+        k: v for k, v in asdict(counts).items() if k.startswith(("pages", "records", "rejects"))
+    }
     assignments = ", ".join(f"{name} = %({name})s" for name in progress)
     connection = get_engine().raw_connection()
     try:
@@ -354,6 +365,17 @@ def finish_unsuccessful(
                 "rejected": counts.records_rejected,
             },
         )
+
+
+def public_error(exc: Exception) -> str:
+    """The short cause an unexpected failure shows on the API; SQL and driver text only go to
+    the log."""
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    if type(original).__module__.startswith("psycopg2"):
+        code = getattr(original, "pgcode", None)
+        cause = f"{type(original).__name__}, SQLSTATE {code}" if code else type(original).__name__
+        return f"database error while loading ({cause}); details in the log"
+    return f"internal error ({type(exc).__name__}); details in the log"
 
 
 def get_run(run_id: int) -> IngestRun:

@@ -1,6 +1,7 @@
 """Validation of upstream records: pure functions over one page, no I/O."""
 
 import copy
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from sqlmodel import SQLModel
 
-from app.models import CREW_FIELDS, CrewBase, strip_lower
+from app.models import CREW_FIELDS, HEX24, CrewBase, strip_lower
 
 
 def compiled_twin(model: type[SQLModel]) -> type[BaseModel]:
@@ -31,6 +32,10 @@ CrewRecord = compiled_twin(CrewBase)
 PAGE_ADAPTER = TypeAdapter(list[CrewRecord])  # type: ignore[valid-type]
 RECORD_ADAPTER = TypeAdapter(CrewRecord)
 KNOWN_FIELDS = frozenset(CREW_FIELDS)
+CREW_ID = re.compile(HEX24)
+MAX_ERRORS = 20  # per reject; a record with thousands of bad list items keeps the first ones
+MAX_DRIFT_FIELDS = 100  # per kind of drift, the most frequent; names cut to MAX_FIELD_NAME
+MAX_FIELD_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,16 @@ class SchemaDrift:
                 self.missing_fields.update(KNOWN_FIELDS - keys)
 
     def as_json(self) -> dict[str, dict[str, int]]:
+        """The most frequent fields of each kind, by name; an upstream can send any keys."""
         drift = {"unknown_fields": self.unknown_fields, "missing_fields": self.missing_fields}
-        return {name: dict(sorted(counts.items())) for name, counts in drift.items() if counts}
+        return {
+            name: {
+                key[:MAX_FIELD_NAME]: count
+                for key, count in sorted(counts.most_common(MAX_DRIFT_FIELDS))
+            }
+            for name, counts in drift.items()
+            if counts
+        }
 
 
 def validate_page(records: list[Any]) -> ValidatedPage:
@@ -114,6 +127,16 @@ def duplicate_reject(record_id: str, raw: Any) -> Reject:
     return Reject(record_id, [error], raw)
 
 
+def known_ids(rejects: list[Reject]) -> list[str]:
+    """Well-formed ids of records that failed validation: rows whose last good state stays."""
+    return [
+        reject.record_id
+        for reject in rejects
+        if reject.record_id and CREW_ID.fullmatch(reject.record_id)
+        if reject.errors[0]["type"] != "duplicate_id"
+    ]
+
+
 def record_id_of(record: Any) -> str | None:
     record_id = strip_lower(record.get("id")) if isinstance(record, dict) else None
     return record_id if isinstance(record_id, str) else None
@@ -121,7 +144,12 @@ def record_id_of(record: Any) -> str | None:
 
 def error_list(exc: ValidationError) -> list[dict[str, Any]]:
     """Errors as JSON-safe dicts; the offending input is kept once, in the reject's `raw`."""
-    return [
+    errors = exc.errors(include_url=False, include_input=False)
+    kept: list[dict[str, Any]] = [
         {"type": error["type"], "loc": list(error["loc"]), "msg": error["msg"]}
-        for error in exc.errors(include_url=False, include_input=False)
+        for error in errors[:MAX_ERRORS]
     ]
+    if len(errors) > MAX_ERRORS:
+        more = len(errors) - MAX_ERRORS
+        kept.append({"type": "more_errors", "loc": [], "msg": f"{more} more errors not kept"})
+    return kept
