@@ -29,6 +29,20 @@ def test_agency_filter_is_case_insensitive(
     assert names(client.get("/crew?agency=jaxa")) == ["Akihiko Hoshide", "Soichi Noguchi"]
 
 
+def test_agency_filter_compares_as_postgresql_lowers_and_ignores_whitespace(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    first, second, third = upstream.records[:3]
+    upstream.records = [{**first, "agency": "İSRO"}, {**second, "agency": " NASA "}, third]
+    ingest(client)
+
+    for agency in ("İSRO", "isro", "İsro"):
+        assert names(client.get("/crew", params={"agency": agency})) == [first["name"]], agency
+    for agency in ("nasa", " NASA", "NASA "):
+        assert client.get("/crew", params={"agency": agency}).json()["total"] == 2, agency
+    assert client.get(f"/crew/{second['id']}").json()["agency"] == "NASA"
+
+
 def test_status_name_and_launch_filters(client: TestClient, loaded: list[dict[str, Any]]) -> None:
     assert client.get("/crew?status=retired").json()["total"] == 0
     assert client.get("/crew?status=active").json()["total"] == 18
@@ -62,6 +76,10 @@ def test_sort_and_pagination(client: TestClient, loaded: list[dict[str, Any]]) -
         "include_deleted=maybe",
         "agency=" + "a" * 101,
         "name=%00",
+        "agency=",
+        "agency=%20%20",
+        "name=",
+        "name=%09",
     ],
 )
 def test_invalid_parameters_answer_422_naming_the_parameter(client: TestClient, query: str) -> None:

@@ -14,7 +14,7 @@ from app.api import conditional
 from app.api import cursor as cursors
 from app.api.crew_query import PUBLIC_FIELDS, SortKey, compiled, list_query
 from app.api.deps import ReadConnectionDep
-from app.models import HEX24_ANY_CASE, PRINTABLE, Crew, CrewPublic, CrewStatus, CursorPage
+from app.models import HAS_TEXT, HEX24_ANY_CASE, Crew, CrewPublic, CrewStatus, CursorPage
 
 router = APIRouter(prefix="/crew", tags=["crew"])
 
@@ -32,7 +32,7 @@ def filter_values(
 ) -> dict[str, Any]:
     """Bound values of the filters given, normalised as the stored data is."""
     values = {
-        "agency": agency.lower() if agency is not None else None,
+        "agency": agency.strip() if agency is not None else None,  # lowered in SQL
         "status": status.value if status is not None else None,
         "name": f"%{escape_like(name)}%" if name is not None else None,
         "launch": [launch.lower()] if launch is not None else None,
@@ -91,14 +91,16 @@ def read_crew(
     agency: Annotated[
         str | None,
         Query(
-            max_length=100, pattern=PRINTABLE, description="Agency, case-insensitive exact match"
+            max_length=100,
+            pattern=HAS_TEXT,
+            description="Agency, case-insensitive exact match, surrounding whitespace ignored",
         ),
     ] = None,
     status: Annotated[CrewStatus | None, Query(description="Crew status")] = None,
     name: Annotated[
         str | None,
         Query(
-            max_length=200, pattern=PRINTABLE, description="Case-insensitive substring of the name"
+            max_length=200, pattern=HAS_TEXT, description="Case-insensitive substring of the name"
         ),
     ] = None,
     launch: Annotated[

@@ -63,7 +63,8 @@ def crew_condition(name: str, c: Any) -> ColumnElement[bool]:
         case "live":
             return c.deleted_at.is_(None)  # type: ignore[no-any-return]
         case "agency":
-            return SORT_KEYS["agency"](c) == bindparam("agency")
+            # lower() on both sides: PostgreSQL's case mapping, not Python's ("İSRO").
+            return SORT_KEYS["agency"](c) == func.lower(bindparam("agency"))
         case "status":
             return c.status == bindparam("status")  # type: ignore[no-any-return]
         case "name":
