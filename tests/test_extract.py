@@ -1,6 +1,7 @@
 """Paging, retries and envelope checks of extract, with the upstream mocked by httpx_mock."""
 
 import email.utils
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,10 +10,12 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from app.ingest.extract import (
+    BadEnvelope,
     ExtractError,
     FetchPolicy,
     iter_pages,
     make_client,
+    read_envelope,
     redacted,
     retry_after_seconds,
 )
@@ -166,3 +169,12 @@ def test_a_reason_phrase_is_one_short_plain_line(httpx_mock: HTTPXMock) -> None:
     message = str(failure.value)
     assert message.startswith("page 1: HTTP 418 [link=http://evil.test]Teapot[/]?[31mxxx")
     assert message.endswith("…") and len(message) < 130
+
+
+def test_commas_inside_strings_do_not_count_as_values() -> None:
+    record = {"id": "a" * 24, "note": ",:[" * 50_000}
+    body = bytearray(json.dumps({"docs": [record]}).encode())
+
+    assert read_envelope(body, limit=1)["docs"] == [record]
+    with pytest.raises(BadEnvelope, match=r"^more than 200 JSON values in one page"):
+        read_envelope(bytearray(json.dumps({"docs": [[[]] * 300]}).encode()), limit=1)
