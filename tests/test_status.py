@@ -205,7 +205,7 @@ def test_json_matches_the_api_it_summarises(client: TestClient, upstream: FakeUp
     assert client.get(crew["total_url"]).json()["total"] == crew["total"]
     assert client.get(crew["deleted_url"]).json()["total"] == crew["total"] + crew["deleted"]
     links = crew["by_status"] + crew["by_agency"]
-    assert {"label": None, "count": 1, "url": "/crew?agency="} in crew["by_agency"]
+    assert {"label": None, "count": 1, "url": None} in crew["by_agency"]  # ?agency= is a 422
     assert {row["label"] for row in crew["by_status"]} == {
         "active",
         "inactive",
@@ -214,7 +214,8 @@ def test_json_matches_the_api_it_summarises(client: TestClient, upstream: FakeUp
     }
     assert sum(row["count"] for row in crew["by_agency"]) == crew["total"]
     for row in links:
-        assert client.get(row["url"]).json()["total"] == row["count"], row
+        if row["url"] is not None:
+            assert client.get(row["url"]).json()["total"] == row["count"], row
     assert body["service"] == {
         "name": "SpaceX crew ETL",
         "version": "0.1.0",

@@ -46,7 +46,7 @@ FIRST_REJECTS_SQL = text(
 
 # Crew counts in one scan: first per (agency, status, live) cell, which PostgreSQL can do in
 # parallel, then the few cells rolled up per agency, per status and overall. Agencies group by
-# the key `GET /crew?agency=` compares (lower case, no agency as ''); only the largest :top are
+# the key `GET /crew?agency=` compares (lower case; no agency as ''); only the largest :top are
 # returned, with how many agencies have live members at all.
 CREW_COUNTS_SQL = text(
     """
@@ -124,7 +124,7 @@ class LastRun(BaseModel):
 class CountLink(BaseModel):
     label: str | None  # None: members without an agency
     count: int
-    url: str
+    url: str | None  # None for members without an agency: GET /crew has no filter for that
 
 
 class CrewCounts(BaseModel):
@@ -221,7 +221,7 @@ def read_crew_counts(connection: Connection) -> CrewCounts:
         CountLink(
             label=None if row.no_agency else row.label,
             count=row.live,
-            url=crew_url(agency="" if row.no_agency else row.label),
+            url=None if row.no_agency else crew_url(agency=row.label),
         )
         for row in agencies
     ]
