@@ -1,0 +1,205 @@
+"""Write-side measurements: the COPY baseline, `crew-etl ingest` runs, what each index costs."""
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+from sqlalchemy.engine import make_url
+
+from bench.report import Row
+from tests.fake_upstream import free_port
+
+PROJECT = Path(__file__).resolve().parent.parent
+COLUMNS = "id, name, status, agency, image, wikipedia, launches"
+COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def wait_for(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def process(command: list[str], env: dict[str, str], ready_url: str) -> Iterator[int]:
+    child = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(ready_url)
+        yield child.pid
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def upstream(records: int, changed_every: int = 0) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, "-m", "tests.fake_upstream", "--records", str(records)]
+    command += ["--port", str(port), "--changed-every", str(changed_every)]
+    url = f"http://127.0.0.1:{port}"
+    with process(command, dict(os.environ), f"{url}/v4/crew/query"):
+        yield url
+
+
+def connect(url: str) -> "psycopg2.extensions.connection":
+    return psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+
+
+def service_env(url: str, upstream_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SPACEX_API_URL": upstream_url,
+        "INGEST_PAGE_SIZE": "1000",
+        "INGEST_MAX_DELETE_FRACTION": "1",
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "json",
+    }
+
+
+def copy_row(record: dict[str, Any]) -> str:
+    """One row in COPY text format."""
+    fields = ("name", "status", "agency", "image", "wikipedia")
+    values = ("\\N" if record[f] is None else record[f].translate(COPY_ESCAPES) for f in fields)
+    launches = "{" + ",".join(record["launches"]) + "}"
+    return "\t".join([record["id"], *values, launches]) + "\n"
+
+
+def copy_into(connection: Any, table: str, rows: str) -> float:
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY {table} ({COLUMNS}) FROM STDIN", io.StringIO(rows))
+    connection.commit()
+    return time.perf_counter() - started
+
+
+def physical_limit(url: str, upstream_url: str) -> tuple[Row, str]:
+    """One GET of the whole array and one COPY into an empty table with crew's columns and
+    indexes; also returns the rows in COPY format, for the index costs."""
+    connection = connect(url)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS crew_baseline")
+        cursor.execute("CREATE TABLE crew_baseline (LIKE crew INCLUDING ALL)")
+    connection.commit()
+    started = time.perf_counter()
+    rows = "".join(map(copy_row, httpx.get(f"{upstream_url}/v4/crew", timeout=300).json()))
+    copy_into(connection, "crew_baseline", rows)
+    seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE crew_baseline")
+    connection.commit()
+    connection.close()
+    return Row("ingest: baseline, 1 GET + COPY (same indexes)", seconds=seconds, ratio=1.0), rows
+
+
+def crew_indexes(connection: Any) -> dict[str, str]:
+    """Name -> CREATE INDEX statement of every index on crew but the primary key."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'crew' "
+            "AND indexname <> 'crew_pkey' ORDER BY indexname"
+        )
+        return dict(cursor.fetchall())
+
+
+def on_table(indexdef: str, table: str, options: str = "") -> str:
+    """An index definition of crew, renamed and moved to `table`, with storage options."""
+    statement = re.sub(r"INDEX (\S+) ON \S+", rf"INDEX \1_{table} ON {table}", indexdef, count=1)
+    return f"{statement} WITH ({options})" if options else statement
+
+
+def index_costs(url: str, rows: str) -> list[Row]:
+    """COPY of the same rows into a table with only crew's primary key, then with each index
+    alone, then with all of them and every GIN index in fastupdate=off mode."""
+    connection = connect(url)
+    definitions = crew_indexes(connection)
+    gin_off = [
+        on_table(d, "crew_cost", "fastupdate = off" if " USING gin " in d else "")
+        for d in definitions.values()
+    ]
+    variants = {"primary key only": []} | {
+        f"+ {name}": [on_table(d, "crew_cost")] for name, d in definitions.items()
+    }
+    variants["all indexes, GIN fastupdate=off"] = gin_off
+    result = []
+    for label, statements in variants.items():
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS crew_cost")
+            cursor.execute("CREATE TABLE crew_cost (LIKE crew INCLUDING DEFAULTS)")
+            cursor.execute("ALTER TABLE crew_cost ADD PRIMARY KEY (id)")
+            for statement in statements:
+                cursor.execute(statement)
+        connection.commit()
+        result.append(
+            Row(f"index cost: COPY, {label}", seconds=copy_into(connection, "crew_cost", rows))
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE crew_cost")
+    connection.commit()
+    connection.close()
+    return result
+
+
+def written_rows(url: str) -> int:
+    """Inserted + updated tuples of `crew` so far, once the statistics have settled."""
+    connection = connect(url)
+    connection.autocommit = True
+    last = -1
+    with connection.cursor() as cursor:
+        for _ in range(50):
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE relname = 'crew'"
+            )
+            now = int(cursor.fetchone()[0])
+            if now == last:
+                break
+            last = now
+            time.sleep(0.3)
+    connection.close()
+    return last
+
+
+def ingest(name: str, url: str, upstream_url: str, baseline: float) -> Row:
+    """`crew-etl ingest` in a child process, its peak RSS sampled from /proc (VmHWM).
+
+    (rusage's ru_maxrss is no good here: Linux carries the parent's high-water mark into the
+    child across fork and exec, and this process holds the whole baseline array.)
+    """
+    before = written_rows(url)
+    command = [sys.executable, "-m", "app.cli", "ingest", "--allow-mass-delete"]
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        command, cwd=PROJECT, env=service_env(url, upstream_url), stdout=subprocess.DEVNULL
+    )
+    peak_kb = 0
+    while child.poll() is None:
+        peak_kb = max(peak_kb, high_water_kb(child.pid))
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"{name}: crew-etl ingest exited {child.returncode}")
+    written = written_rows(url) - before
+    note = f"{written:,} rows written, peak RSS {peak_kb / 1024:.0f} MB"
+    return Row(f"ingest: {name}", seconds=seconds, ratio=seconds / baseline, note=note)
+
+
+def high_water_kb(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0

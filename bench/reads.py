@@ -1,0 +1,142 @@
+"""Read-side measurements: one uvicorn worker under 16 concurrent connections (wrk when
+installed, else an async httpx client), URL by URL."""
+
+import asyncio
+import contextlib
+import itertools
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from bench.loads import process, service_env
+from bench.report import Row
+from tests.fake_upstream import COMMON_LAUNCH, free_port
+
+CLIENTS = 16
+# Each value matches a quarter of the synthetic records, independently of the others.
+FILTERS = ["agency=NASA", "status=retired", "name=han", f"launch={COMMON_LAUNCH}"]
+SORTS = ["name", "agency", "status", "updated_at"]
+
+
+@dataclass(frozen=True)
+class Service:
+    base: str
+    generator: str  # "wrk" or "httpx"
+    seconds: int
+
+
+@contextlib.contextmanager
+def service(url: str, generator: str, seconds: int) -> Iterator[Service]:
+    """One uvicorn worker of the service on a free port."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    command += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
+    env = {**service_env(url, "http://127.0.0.1:9"), "MIGRATE_ON_START": "false"}
+    tool = generator if generator != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
+    base = f"http://127.0.0.1:{port}"
+    with process(command, env, f"{base}/healthz"):
+        yield Service(base, tool, seconds)
+
+
+def filter_sets() -> list[str]:
+    """No filter, each filter alone, each pair."""
+    pairs = ["&".join(pair) for pair in itertools.combinations(FILTERS, 2)]
+    return ["", *FILTERS, *pairs]
+
+
+def list_query_matrix() -> list[str]:
+    """Every filter set, sort and direction, with include_deleted both ways: 176 queries."""
+    return [
+        f"/crew?{filters + '&' if filters else ''}sort={direction}{sort}"
+        f"&include_deleted={deleted}&limit=100"
+        for filters in filter_sets()
+        for sort in SORTS
+        for direction in ("", "-")
+        for deleted in ("false", "true")
+    ]
+
+
+def measure(svc: Service, path: str, label: str) -> Row:
+    url = svc.base + path
+    warm = httpx.get(url, timeout=60)  # also proves the URL answers 200
+    if warm.status_code != 200:
+        raise RuntimeError(f"{path}: {warm.status_code} {warm.text[:200]}")
+    load = wrk if svc.generator == "wrk" else httpx_load
+    p50, p99, rps, errors = load(url, svc.seconds)
+    return Row(label, p50, p99, rps, errors)
+
+
+def wrk(url: str, seconds: float) -> tuple[float, float, float, int]:
+    command = ["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "--latency", url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def millis(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", output).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    failed = int(errors.group(1)) if errors else 0
+    failed += sum(map(int, socket_errors.groups())) if socket_errors else 0
+    return millis("50%"), millis("99%"), rps, failed
+
+
+def httpx_load(url: str, seconds: float) -> tuple[float, float, float, int]:
+    return asyncio.run(httpx_clients(url, seconds))
+
+
+async def httpx_clients(url: str, seconds: float) -> tuple[float, float, float, int]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                ok = (await client.get(url)).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += not ok
+
+    limits = httpx.Limits(max_connections=CLIENTS)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(CLIENTS)))
+        elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49], cuts[98], len(latencies) / elapsed, errors
+
+
+def list_reads(svc: Service) -> list[Row]:
+    return [
+        measure(svc, path, f"list: {path.removeprefix('/crew?')}") for path in list_query_matrix()
+    ]
+
+
+def deep_pages(svc: Service, records: int) -> list[Row]:
+    """The last page of 100 in name order, by offset and by cursor, against the first page."""
+    depth = records - 100
+    before = httpx.get(f"{svc.base}/crew?sort=name&limit=1&offset={depth - 1}", timeout=60)
+    cursor = before.json()["next"]
+    return [
+        measure(svc, "/crew?sort=name&limit=100", "deep: first page"),
+        measure(svc, f"/crew?sort=name&limit=100&offset={depth}", f"deep: offset={depth:,}"),
+        measure(svc, f"/crew?sort=name&limit=100&cursor={cursor}", f"deep: cursor at {depth:,}"),
+    ]
+
+
+def member_reads(svc: Service) -> list[Row]:
+    return [measure(svc, f"/crew/{7:024x}", "member: GET /crew/{id}")]

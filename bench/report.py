@@ -1,0 +1,53 @@
+"""The benchmark's one table: every section adds rows; a row fills the columns it measures."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Row:
+    case: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rps: float | None = None
+    errors: int | None = None
+    seconds: float | None = None
+    ratio: float | None = None  # wall time over the COPY baseline of the same run
+    note: str = ""
+
+
+COLUMNS = ["case", "p50 ms", "p99 ms", "req/s", "errors", "wall s", "x COPY", "notes"]
+
+
+def cell(value: float | int | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def render(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "| --- |" + " ---: |" * 6 + " --- |"]
+    for row in rows:
+        cells = [
+            row.case,
+            cell(row.p50_ms, ".1f"),
+            cell(row.p99_ms, ".1f"),
+            cell(row.rps, ",.0f"),
+            cell(row.errors, "d"),
+            cell(row.seconds, ".2f"),
+            cell(row.ratio, ".2f"),
+            row.note,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_summary(rows: list[Row], prefix: str) -> str:
+    """The worst p99 and the lowest throughput among rows whose case starts with `prefix`."""
+    reads = [r for r in rows if r.case.startswith(prefix) and r.p99_ms is not None]
+    if not reads:
+        return ""
+    slowest = max(reads, key=lambda r: r.p99_ms or 0)
+    busiest = min(reads, key=lambda r: r.rps or 0)
+    errors = sum(r.errors or 0 for r in reads)
+    return (
+        f"{len(reads)} `{prefix}` rows: worst p99 {slowest.p99_ms:.1f} ms ({slowest.case}), "
+        f"lowest {busiest.rps:,.0f} req/s ({busiest.case}), {errors} errors"
+    )
