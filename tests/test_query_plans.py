@@ -18,7 +18,8 @@ from sqlalchemy import event, text
 
 from app.api import crew
 from app.db import get_engine
-from tests.fake_upstream import COMMON_LAUNCH, SyntheticRecords
+from tests.conftest import ingest, query_one
+from tests.fake_upstream import COMMON_LAUNCH, FakeUpstream, SyntheticRecords
 
 ROWS = 4000
 LIMIT = 10
@@ -107,3 +108,21 @@ def test_every_list_query_reads_an_index_and_sorts_at_most_a_page(
             if found := problems(plan_of(client, url)):
                 failures[url] = found
     assert failures == {}
+
+
+ONE_MORE = (
+    "INSERT INTO crew (id, name, status, launches) VALUES (repeat('f', 24), 'X', 'active', :l)"
+)
+PENDING = "SELECT gin_clean_pending_list('ix_crew_launches'::regclass)"
+
+
+def test_a_run_leaves_no_gin_pending_list_behind(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    """Every GIN search reads the whole pending list; the run that filled it empties it."""
+    assert ingest(client)["status"] == "succeeded"
+
+    assert query_one(PENDING)[0] == 0  # nothing left to merge
+    with get_engine().begin() as connection:
+        connection.execute(text(ONE_MORE), {"l": [COMMON_LAUNCH]})
+    assert query_one(PENDING)[0] >= 1  # a write outside a run does leave one

@@ -95,6 +95,15 @@ WITH changed_rows AS (
 SELECT count(*) FROM changed_rows
 """
 
+# Merge what the run left in the GIN indexes' pending lists (fastupdate) into the indexes proper:
+# every search of a GIN index reads its whole pending list (up to gin_pending_list_limit, 4 MB),
+# which after a load cost a rare-launch read 12 ms instead of 2. Cheaper here once than per read.
+CLEAN_GIN_PENDING_LISTS = """
+SELECT coalesce(sum(gin_clean_pending_list(i.indexrelid)), 0)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+WHERE i.indrelid = 'crew'::regclass AND a.amname = 'gin'
+"""
+
 INSERT_REJECTS = """
 INSERT INTO ingest_rejects (run_id, record_id, errors, raw)
 SELECT %s, r.record_id, r.errors, coalesce(r.raw, 'null'::jsonb)
@@ -175,6 +184,12 @@ def soft_delete_vanished(
         )
     cursor.execute(SOFT_DELETE, {"run_id": run_id})
     return kept, int(cursor.fetchone()[0])
+
+
+def clean_gin_pending_lists(cursor: Any) -> int:
+    """Empty the pending lists of crew's GIN indexes; return how many pages they held."""
+    cursor.execute(CLEAN_GIN_PENDING_LISTS)
+    return int(cursor.fetchone()[0])
 
 
 def save_rejects(cursor: Any, run_id: int, rejects: Sequence[Any]) -> None:

@@ -229,15 +229,19 @@ def finish_dry_run(
 
 
 def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
-    """ANALYZE after a large change (autovacuum's 10% rule, applied at once), so the very next
-    reads are planned with the new row counts; a first load would otherwise be planned blind."""
-    if counts.rows_inserted + counts.rows_updated + counts.rows_deleted <= 0.1 * active_before:
+    """After a run that wrote rows, empty the GIN pending lists it filled, and ANALYZE after a
+    large change (autovacuum's 10% rule, applied at once), so the very next reads are planned
+    with the new row counts; a first load would otherwise be planned blind."""
+    written = counts.rows_inserted + counts.rows_updated + counts.rows_deleted
+    if not written:
         return
     try:
-        cursor.execute("ANALYZE crew")
+        load.clean_gin_pending_lists(cursor)
+        if written > 0.1 * active_before:
+            cursor.execute("ANALYZE crew")
         cursor.connection.commit()
-    except Exception:  # the run is committed; stale statistics only cost speed
-        log.warning("ANALYZE after the run failed", exc_info=True)
+    except Exception:  # the run is committed; stale statistics and pending lists cost speed
+        log.warning("index upkeep after the run failed", exc_info=True)
         cursor.connection.rollback()
 
 
