@@ -15,7 +15,7 @@ import httpx
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from bench.report import Row
+from bench.report import Row, progress
 from tests.fake_upstream import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,8 @@ def physical_limit(url: str, upstream_url: str) -> tuple[Row, str]:
         cursor.execute("DROP TABLE crew_baseline")
     connection.commit()
     connection.close()
-    return Row("ingest: baseline, 1 GET + COPY (same indexes)", seconds=seconds, ratio=1.0), rows
+    row = Row("ingest: baseline, 1 GET + COPY (same indexes)", seconds=seconds, ratio=1.0)
+    return progress(row), rows
 
 
 def crew_indexes(connection: Any) -> dict[str, str]:
@@ -123,7 +124,7 @@ def on_table(indexdef: str, table: str, options: str = "") -> str:
 
 def index_costs(url: str, rows: str) -> list[Row]:
     """COPY of the same rows into a table with only crew's primary key, then with each index
-    alone, then with all of them and every GIN index in fastupdate=off mode."""
+    alone, then with all of them, then all with every GIN index in fastupdate=off mode."""
     connection = connect(url)
     definitions = crew_indexes(connection)
     gin_off = [
@@ -133,6 +134,7 @@ def index_costs(url: str, rows: str) -> list[Row]:
     variants = {"primary key only": []} | {
         f"+ {name}": [on_table(d, "crew_cost")] for name, d in definitions.items()
     }
+    variants["all indexes"] = [on_table(d, "crew_cost") for d in definitions.values()]
     variants["all indexes, GIN fastupdate=off"] = gin_off
     result = []
     for label, statements in variants.items():
@@ -143,9 +145,8 @@ def index_costs(url: str, rows: str) -> list[Row]:
             for statement in statements:
                 cursor.execute(statement)
         connection.commit()
-        result.append(
-            Row(f"index cost: COPY, {label}", seconds=copy_into(connection, "crew_cost", rows))
-        )
+        seconds = copy_into(connection, "crew_cost", rows)
+        result.append(progress(Row(f"index cost: COPY, {label}", seconds=seconds)))
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE crew_cost")
     connection.commit()
@@ -194,7 +195,7 @@ def ingest(name: str, url: str, upstream_url: str, baseline: float) -> Row:
         raise RuntimeError(f"{name}: crew-etl ingest exited {child.returncode}")
     written = written_rows(url) - before
     note = f"{written:,} rows written, peak RSS {peak_kb / 1024:.0f} MB"
-    return Row(f"ingest: {name}", seconds=seconds, ratio=seconds / baseline, note=note)
+    return progress(Row(f"ingest: {name}", seconds=seconds, ratio=seconds / baseline, note=note))
 
 
 def high_water_kb(pid: int) -> int:

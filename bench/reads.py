@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from bench.loads import process, service_env
-from bench.report import Row
+from bench.report import Row, progress
 from tests.fake_upstream import COMMON_LAUNCH, free_port
 
 CLIENTS = 16
@@ -70,7 +70,7 @@ def measure(svc: Service, path: str, label: str) -> Row:
         raise RuntimeError(f"{path}: {warm.status_code} {warm.text[:200]}")
     load = wrk if svc.generator == "wrk" else httpx_load
     p50, p99, rps, errors = load(url, svc.seconds)
-    return Row(label, p50, p99, rps, errors)
+    return progress(Row(label, p50, p99, rps, errors))
 
 
 def wrk(url: str, seconds: float) -> tuple[float, float, float, int]:

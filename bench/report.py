@@ -1,5 +1,6 @@
 """The benchmark's one table: every section adds rows; a row fills the columns it measures."""
 
+import sys
 from dataclasses import dataclass
 
 
@@ -13,6 +14,12 @@ class Row:
     seconds: float | None = None
     ratio: float | None = None  # wall time over the COPY baseline of the same run
     note: str = ""
+
+
+def progress(row: Row) -> Row:
+    """Say on stderr what was just measured (a whole run takes minutes); return the row."""
+    print(render([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    return row
 
 
 COLUMNS = ["case", "p50 ms", "p99 ms", "req/s", "errors", "wall s", "x COPY", "notes"]
