@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,18 +155,21 @@ def index_costs(url: str, rows: str) -> list[Row]:
     return result
 
 
-def written_rows(url: str) -> int:
-    """Inserted + updated tuples of `crew` so far, once the statistics have settled."""
+def table_writes(url: str) -> dict[str, int]:
+    """Tuples inserted, updated or deleted so far per table (but the runs' own records), once
+    the statistics have settled."""
     connection = connect(url)
     connection.autocommit = True
-    last = -1
+    last: dict[str, int] = {}
     with connection.cursor() as cursor:
         for _ in range(50):
             cursor.execute("SELECT pg_stat_clear_snapshot()")
             cursor.execute(
-                "SELECT n_tup_ins + n_tup_upd FROM pg_stat_user_tables WHERE relname = 'crew'"
+                "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
+                "WHERE relname NOT IN ('ingest_runs', 'alembic_version', 'crew_baseline', "
+                "'crew_cost')"
             )
-            now = int(cursor.fetchone()[0])
+            now = dict(cursor.fetchall())
             if now == last:
                 break
             last = now
@@ -174,17 +178,18 @@ def written_rows(url: str) -> int:
     return last
 
 
-def ingest(name: str, url: str, upstream_url: str, baseline: float) -> Row:
-    """`crew-etl ingest` in a child process, its peak RSS sampled from /proc (VmHWM).
+def ingest(name: str, url: str, upstream_url: str, baseline: float, project: Path = PROJECT) -> Row:
+    """`crew-etl ingest` of the code in `project`, in a child process: wall time, rows written
+    per table (pg_stat_user_tables), peak RSS sampled from /proc (VmHWM).
 
     (rusage's ru_maxrss is no good here: Linux carries the parent's high-water mark into the
     child across fork and exec, and this process holds the whole baseline array.)
     """
-    before = written_rows(url)
+    before = table_writes(url)
     command = [sys.executable, "-m", "app.cli", "ingest", "--allow-mass-delete"]
     started = time.perf_counter()
     child = subprocess.Popen(
-        command, cwd=PROJECT, env=service_env(url, upstream_url), stdout=subprocess.DEVNULL
+        command, cwd=project, env=service_env(url, upstream_url), stdout=subprocess.DEVNULL
     )
     peak_kb = 0
     while child.poll() is None:
@@ -193,9 +198,36 @@ def ingest(name: str, url: str, upstream_url: str, baseline: float) -> Row:
     seconds = time.perf_counter() - started
     if child.returncode != 0:
         raise RuntimeError(f"{name}: crew-etl ingest exited {child.returncode}")
-    written = written_rows(url) - before
-    note = f"{written:,} rows written, peak RSS {peak_kb / 1024:.0f} MB"
+    after = table_writes(url)
+    writes = ", ".join(f"{t} {n - before.get(t, 0):,}" for t, n in sorted(after.items()))
+    note = f"rows written: {writes}; peak RSS {peak_kb / 1024:.0f} MB"
     return progress(Row(f"ingest: {name}", seconds=seconds, ratio=seconds / baseline, note=note))
+
+
+# The last commit before crew versions: its first ingest is the yardstick for the versioned one.
+BEFORE_VERSIONS = "3a91d88"
+
+
+def first_ingest_before_versions(url: str, upstream_url: str, baseline: float) -> list[Row]:
+    """The first ingest of the code before crew versions (BEFORE_VERSIONS, exported from git)
+    into `url`, a database of its own; no row without the git history."""
+    with tempfile.TemporaryDirectory(prefix="crew-etl-before-versions-") as tree:
+        archive = subprocess.run(
+            ["git", "archive", BEFORE_VERSIONS], cwd=PROJECT, capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            print("(no git history: first ingest before versions not measured)", file=sys.stderr)
+            return []
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        migrate(url, Path(tree))
+        name = f"first, code before versions ({BEFORE_VERSIONS}), own database"
+        return [ingest(name, url, upstream_url, baseline, Path(tree))]
+
+
+def migrate(url: str, project: Path = PROJECT) -> None:
+    command = [sys.executable, "-m", "app.cli", "migrate"]
+    env = service_env(url, "")
+    subprocess.run(command, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def high_water_kb(pid: int) -> int:

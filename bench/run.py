@@ -5,23 +5,23 @@ Sections, in order:
 1. ingest: the baseline (one `GET /v4/crew` of the whole array and one `COPY` into an empty table
    with crew's columns and indexes), the first `crew-etl ingest` (its own process: paged
    `POST /v4/crew/query`, page size 1000, validation, load, run record), a re-ingest of the
-   same data;
+   same data, and the first ingest of the code before crew versions (git commit
+   BEFORE_VERSIONS) into a database of its own, the yardstick for the cost of versions;
 2. index cost: the same `COPY` into a table with the primary key only, then with each of crew's
-   indexes alone, then with all and GIN fastupdate off;
+   indexes alone, then with all, then with all and GIN fastupdate off;
 3. reads, one uvicorn worker, 16 connections, while every row has the same `updated_at` (one
    load): every list query (each filter alone and in pairs, each sort both ways,
    include_deleted both ways), the last page by offset and by cursor, one member by id;
 4. ingest: a re-ingest with 1% of the records changed.
 
-It uses its own database (default `crew_etl_bench`, `--database` to choose) on the server of
-DATABASE_URL or on the embedded server. Usage: `make bench` or `make bench N=20000`.
+It uses its own databases (`--database` or $BENCH_DB, default `crew_etl_bench`, and that name
+with `_before_versions`) on the server of DATABASE_URL or on the embedded server. A section adds
+rows to the one table (bench/report.py). Usage: `make bench` or `make bench N=20000`.
 """
 
 import argparse
 import datetime
 import os
-import subprocess
-import sys
 
 import psycopg2
 from sqlalchemy.engine import make_url
@@ -49,20 +49,17 @@ def database_label() -> str:
     return f"{url.host}:{url.port or 5432}" if url.host else "embedded server (unix socket)"
 
 
-def migrate(url: str) -> None:
-    command = [sys.executable, "-m", "app.cli", "migrate"]
-    env = loads.service_env(url, "")
-    subprocess.run(command, cwd=loads.PROJECT, env=env, check=True, stdout=subprocess.DEVNULL)
-
-
 def run(args: argparse.Namespace) -> tuple[list[Row], str]:
     url = bench_database(args.database)
-    migrate(url)
+    loads.migrate(url)
     rows: list[Row] = []
     with loads.upstream(args.records) as same:
         baseline, copy_rows = loads.physical_limit(url, same)
-        rows += [baseline, loads.ingest("first", url, same, baseline.seconds or 1)]
-        rows.append(loads.ingest("re-ingest, unchanged", url, same, baseline.seconds or 1))
+        seconds = baseline.seconds or 1
+        rows += [baseline, loads.ingest("first", url, same, seconds)]
+        rows.append(loads.ingest("re-ingest, unchanged", url, same, seconds))
+        before = bench_database(f"{args.database}_before_versions")
+        rows += loads.first_ingest_before_versions(before, same, seconds)
     if not args.skip_index_costs:
         rows += loads.index_costs(url, copy_rows)
     del copy_rows
@@ -71,8 +68,21 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
         rows += reads.member_reads(svc)
         generator = svc.generator
     with loads.upstream(args.records, changed_every=100) as changed:
-        rows.append(loads.ingest("re-ingest, 1% changed", url, changed, baseline.seconds or 1))
+        rows.append(loads.ingest("re-ingest, 1% changed", url, changed, seconds))
     return rows, generator
+
+
+def versions_summary(rows: list[Row]) -> str:
+    """The first ingest with versions against the first ingest of the code before them."""
+    first = next(r for r in rows if r.case == "ingest: first")
+    before = [r for r in rows if "code before versions" in r.case]
+    if not before or not first.seconds or not before[0].seconds:
+        return ""
+    return (
+        f"First ingest with versions {first.seconds:.2f} s, before versions "
+        f"({loads.BEFORE_VERSIONS}) {before[0].seconds:.2f} s: "
+        f"{first.seconds / before[0].seconds:.2f}x"
+    )
 
 
 def main() -> None:
@@ -82,7 +92,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--read-seconds", type=int, default=2, help="load per URL")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "httpx"), default="auto")
-    parser.add_argument("--database", default="crew_etl_bench", help="created afresh on the server")
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("BENCH_DB", "crew_etl_bench"),
+        help="created afresh on the server (also NAME_before_versions); default $BENCH_DB",
+    )
     parser.add_argument("--skip-index-costs", action="store_true")
     args = parser.parse_args()
     rows, generator = run(args)
@@ -95,6 +109,7 @@ def main() -> None:
     print(render(rows))
     print()
     print(read_summary(rows, "list:"))
+    print(versions_summary(rows))
 
 
 if __name__ == "__main__":
