@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from bench.loads import process, service_env
+from bench.loads import connect, process, service_env
 from bench.report import Row, progress
 from tests.fake_upstream import COMMON_LAUNCH, free_port
 
@@ -140,3 +140,35 @@ def deep_pages(svc: Service, records: int) -> list[Row]:
 
 def member_reads(svc: Service) -> list[Row]:
     return [measure(svc, f"/crew/{7:024x}", "member: GET /crew/{id}")]
+
+
+def status_page(svc: Service, url: str, requests: int = 50) -> list[Row]:
+    """`GET /` with the bench's crew in place: the first request of the worker (crew counts
+    computed; in the notes), then `requests` sequential ones (counts cached until the next run),
+    for HTML and JSON; and the crew-counts statement alone, as a page pays it once per run."""
+    from app.status.summary import CREW_COUNTS_SQL, TOP_AGENCIES
+
+    rows = []
+    with httpx.Client() as client:
+        for label, headers in (("HTML", {}), ("JSON", {"Accept": "application/json"})):
+            times, size = [], 0
+            for _ in range(requests + 1):
+                started = time.perf_counter()
+                response = client.get(f"{svc.base}/", headers=headers, timeout=30)
+                times.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+                size = len(response.content)
+            cuts = statistics.quantiles(times[1:], n=100)
+            note = f"first request {times[0]:.1f} ms, {size:,} bytes, {requests} sequential"
+            rows.append(progress(Row(f"status: GET / {label}", cuts[49], cuts[98], note=note)))
+    connection = connect(url)
+    with connection.cursor() as cursor:
+        counts_ms = []
+        for _ in range(5):
+            started = time.perf_counter()
+            cursor.execute(str(CREW_COUNTS_SQL).replace(":top", str(TOP_AGENCIES)))
+            cursor.fetchall()
+            counts_ms.append((time.perf_counter() - started) * 1000)
+    connection.close()
+    note = f"median {statistics.median(counts_ms):.1f} ms of 5, once per successful run"
+    return [*rows, progress(Row("status: crew counts statement alone", note=note))]

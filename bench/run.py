@@ -11,7 +11,8 @@ Sections, in order:
    indexes alone, then with all, then with all and GIN fastupdate off;
 3. reads, one uvicorn worker, 16 connections, while every row has the same `updated_at` (one
    load): every list query (each filter alone and in pairs, each sort both ways,
-   include_deleted both ways), the last page by offset and by cursor, one member by id;
+   include_deleted both ways), the last page by offset and by cursor, one member by id; the
+   status page `GET /`, HTML and JSON, one client after another;
 4. ingest: a re-ingest with 1% of the records changed.
 
 It uses its own databases (`--database` or $BENCH_DB, default `crew_etl_bench`, and that name
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
     with reads.service(url, args.load_generator, args.read_seconds) as svc:
         rows += reads.list_reads(svc) + reads.deep_pages(svc, args.records)
         rows += reads.member_reads(svc)
+        rows += reads.status_page(svc, url)
         generator = svc.generator
     with loads.upstream(args.records, changed_every=100) as changed:
         rows.append(loads.ingest("re-ingest, 1% changed", url, changed, seconds))
