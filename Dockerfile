@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-
 # --- build: resolve dependencies from uv.lock into a virtualenv ---------------------------------
 FROM python:3.12-slim-bookworm AS build
 COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv

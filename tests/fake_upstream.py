@@ -4,7 +4,10 @@ Serves `GET /v4/crew` (the whole array) and `POST /v4/crew/query` (mongoose-pagi
 from a list of records or from N synthetic records made on the fly. Faults are queued per page:
 each request for that page consumes the next fault, then the page is served normally.
 
-Run standalone: `python -m tests.fake_upstream --records 200000 --port 8099`.
+Run standalone: `python -m tests.fake_upstream --records 200000 --port 8099`, or
+`--fixture tests/fixtures/crew_v4.json` to serve a recording. `PUT /_fake` with
+`{"records": [...], "page_delay_seconds": 5}` changes what a running stand-in serves (the
+container smoke test uses it to make a slow run of changed records).
 """
 
 import argparse
@@ -19,6 +22,7 @@ import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -124,7 +128,18 @@ class FakeUpstream:
             routes=[
                 Route("/v4/crew", self.all_crew, methods=["GET"]),
                 Route("/v4/crew/query", self.query_crew, methods=["POST"]),
+                Route("/_fake", self.control, methods=["PUT"]),
             ]
+        )
+
+    async def control(self, request: Request) -> Response:
+        """Replace the records and/or the per-page delay of a running stand-in."""
+        body = await request.json()
+        if "records" in body:
+            self.records = list(body["records"])
+        self.page_delay_seconds = float(body.get("page_delay_seconds", self.page_delay_seconds))
+        return JSONResponse(
+            {"records": len(self.records), "page_delay_seconds": self.page_delay_seconds}
         )
 
     async def all_crew(self, request: Request) -> Response:
@@ -263,15 +278,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--changed-every", type=int, default=0, help="version-1 every Nth record")
+    parser.add_argument("--fixture", type=Path, help="serve this JSON array instead")
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     args = parser.parse_args()
     changed = (
         frozenset(range(0, args.records, args.changed_every)) if args.changed_every else frozenset()
     )
-    upstream = FakeUpstream(SyntheticRecords(args.records, changed))
-    uvicorn.run(
-        upstream.app(), host="127.0.0.1", port=args.port, log_level="warning", lifespan="off"
-    )
+    records: Any = SyntheticRecords(args.records, changed)
+    if args.fixture:
+        records = json.loads(args.fixture.read_text())
+    upstream = FakeUpstream(records)
+    uvicorn.run(upstream.app(), host=args.host, port=args.port, log_level="warning", lifespan="off")
 
 
 if __name__ == "__main__":
