@@ -1,5 +1,6 @@
 # --- build: resolve dependencies from uv.lock into a virtualenv ---------------------------------
 FROM python:3.12-slim-bookworm AS build
+LABEL org.opencontainers.image.title="crew-etl"
 COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -13,6 +14,7 @@ RUN uv sync --frozen --no-default-groups --no-editable
 
 # --- runtime: the virtualenv, the migrations, a non-root user; no build tools ------------------
 FROM python:3.12-slim-bookworm AS runtime
+LABEL org.opencontainers.image.title="crew-etl"
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv

@@ -165,9 +165,14 @@ def test_image_adds_less_than_the_stated_size_to_its_base(image: str) -> None:
 # --- the stack: the journey a user takes, in order ----------------------------------------------
 
 
-def test_up_starts_db_then_migrate_then_a_healthy_api(stack: Stack) -> None:
+def test_up_starts_db_then_migrate_then_a_healthy_api(stack: Stack, image: str) -> None:
     stack.wait_healthy("db")
-    stack.wait_healthy("api")  # the image's own HEALTHCHECK (GET /healthz)
+    stack.wait_healthy("api")
+    (api,) = stack.containers("api")
+    probe = "{{json .Config.Healthcheck.Test}}"
+    own = run(["docker", "image", "inspect", "--format", probe, image])
+    assert "/healthz" in own
+    assert run(["docker", "inspect", "--format", probe, api]) == own  # the image's own check
     migrate = stack.state("migrate")
     assert (migrate["Status"], migrate["ExitCode"]) == ("exited", 0)
     db_started = docker_time(str(stack.state("db")["StartedAt"]))
