@@ -7,8 +7,11 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 WORKDIR /src
-COPY pyproject.toml uv.lock README.md ./
+# README.md (the package's long description) comes after the dependency layer: editing it
+# must not reinstall every dependency.
+COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-default-groups --no-install-project
+COPY README.md ./
 COPY app ./app
 RUN uv sync --frozen --no-default-groups --no-editable
 

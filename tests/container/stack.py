@@ -79,7 +79,8 @@ class Stack:
         env_file = ["--env-file", str(EMPTY_ENV.relative_to(PROJECT))]
         return run(
             [*self.command, "-p", self.project, *env_file, *files, *args],
-            env=compose_environment(self.settings | more),
+            # docker-compose v1 gives up on a slow engine after 60 s (vfs copies every layer)
+            env=compose_environment({"COMPOSE_HTTP_TIMEOUT": "600"} | self.settings | more),
             timeout=timeout,
         )
 
