@@ -2,17 +2,18 @@
 so a request costs one round trip and little Python."""
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime
 from sqlalchemy import Connection, Text, bindparam, cast, func
 from sqlmodel import col, select
 
 from app.api import conditional
 from app.api import cursor as cursors
-from app.api.crew_query import PUBLIC_FIELDS, SortKey, compiled, list_query
+from app.api.crew_query import PUBLIC_FIELDS, SOURCES, SortKey, compiled, list_query
 from app.api.deps import ReadConnectionDep
 from app.models import HAS_TEXT, HEX24_ANY_CASE, Crew, CrewPublic, CrewStatus, CursorPage
 
@@ -21,6 +22,15 @@ router = APIRouter(prefix="/crew", tags=["crew"])
 # Above this many expected matches `total` is the planner's estimate and `total_exact` is false.
 ESTIMATE_ABOVE = 10_000
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
+
+AsOf = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="Answer as the crew were at this instant (RFC 3339, with an offset; not in "
+        "the future). Before the first run there was no crew.",
+        examples=["2026-11-20T08:00:00Z"],
+    ),
+]
 
 
 def escape_like(text: str) -> str:
@@ -44,6 +54,15 @@ def bound_sql(connection: Connection, sql: str, values: dict[str, Any]) -> str:
     """SQL with its parameters quoted in, by the driver, to hand to planner_row_estimate()."""
     with connection.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
         return cursor.mogrify(sql, values).decode()  # type: ignore[no-any-return]
+
+
+def source_at(as_of: datetime | None) -> tuple[str, dict[str, Any]]:
+    """The relation to read (the crew, or the crew as of an instant) and its parameters."""
+    if as_of is None:
+        return "crew", {}
+    if as_of > datetime.now(UTC):
+        raise invalid("as_of", "as_of is in the future", as_of.isoformat())
+    return "crew_as_of", {"as_of": as_of}
 
 
 def invalid(parameter: str, message: str, value: Any) -> RequestValidationError:
@@ -124,24 +143,29 @@ def read_crew(
             description="`next` of the previous page; continues it with the same filters and sort",
         ),
     ] = None,
+    as_of: AsOf = None,
 ) -> Response:
     """Crew members loaded from the upstream, filtered, sorted and paginated.
 
     `total` is exact when `total_exact` is true; above 10,000 expected matches it is the
     planner's estimate, so a page costs the same however many rows match. `next` (also sent as
     a `Link: <...>; rel="next"` header) continues after the last item in time independent of
-    depth; `offset` reads and skips the rows before the page.
+    depth; `offset` reads and skips the rows before the page. With `as_of`, every filter, sort
+    and page applies to the crew as they were at that instant.
     """
+    source, source_params = source_at(as_of)
     if conditional.is_conditional(request):
         validators = conditional.crew_validators(connection)
         if validators.matches(request):
             return conditional.not_modified(validators)
     values = filter_values(agency, status, name, launch)
     filters = frozenset(values) | (set() if include_deleted else {"live"})
-    query = {"source": "crew", "filters": values, "include_deleted": include_deleted, "sort": sort}
+    query = {"source": source, "filters": values, "include_deleted": include_deleted, "sort": sort}
+    query |= {"as_of": as_of.isoformat()} if as_of is not None else {}
     query_fingerprint = cursors.fingerprint(query)
     params = {
         **values,
+        **source_params,
         "estimate_above": ESTIMATE_ABOVE,
         "limit": limit,
         "offset": offset,
@@ -150,8 +174,8 @@ def read_crew(
         if offset:
             raise invalid("offset", "offset cannot be combined with cursor", offset)
         params["after_key"], params["after_id"] = cursor_position(cursor, query_fingerprint, sort)
-    statement = list_query("crew", filters, sort, keyset=cursor is not None)
-    params["matches_sql"] = bound_sql(connection, statement.matches, values)
+    statement = list_query(source, filters, sort, keyset=cursor is not None)
+    params["matches_sql"] = bound_sql(connection, statement.matches, values | source_params)
     body, last, last_change = connection.exec_driver_sql(statement.response, params).one()
     validators = conditional.Validators.of(last_change)
     next_cursor = cursors.encode(query_fingerprint, json.loads(last)) if last else None
@@ -161,14 +185,17 @@ def read_crew(
     return response
 
 
-def member_query() -> str:
-    columns = (Crew.__table__.c[field] for field in PUBLIC_FIELDS)  # type: ignore[attr-defined]
-    member = select(*columns).where(col(Crew.id) == bindparam("id")).subquery("member")
+def member_query(source: str) -> str:
+    """(member JSON, the member's current `updated_at`: the validator) for one id."""
+    relation = SOURCES[source]()
+    columns = (relation.c[field] for field in PUBLIC_FIELDS)
+    member = select(*columns).where(relation.c.id == bindparam("id")).subquery("member")
     body = cast(func.row_to_json(member.table_valued()), Text)
-    return compiled(select(body, member.c.updated_at))
+    last_change = select(Crew.updated_at).where(col(Crew.id) == bindparam("id"))
+    return compiled(select(body, last_change.scalar_subquery()))
 
 
-MEMBER_SQL = member_query()
+MEMBER_SQL = {source: member_query(source) for source in SOURCES}
 
 
 @router.get(
@@ -185,13 +212,17 @@ def read_crew_member(
     request: Request,
     connection: ReadConnectionDep,
     crew_id: Annotated[str, Path(pattern=HEX24_ANY_CASE, description="24-hex crew id")],
+    as_of: AsOf = None,
 ) -> Response:
-    """One crew member by id, including soft-deleted ones (their `deleted_at` is set)."""
+    """One crew member by id, including soft-deleted ones (their `deleted_at` is set); with
+    `as_of`, as the member was at that instant (404 if unknown then)."""
+    source, source_params = source_at(as_of)
     if conditional.is_conditional(request):
         validators = conditional.member_validators(connection, crew_id.lower())
         if validators is not None and validators.matches(request):
             return conditional.not_modified(validators)
-    row = connection.exec_driver_sql(MEMBER_SQL, {"id": crew_id.lower()}).first()
+    params = {"id": crew_id.lower(), **source_params}
+    row = connection.exec_driver_sql(MEMBER_SQL[source], params).first()
     if row is None:
         raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")
     return conditional.json_response(row[0], conditional.Validators.of(row[1]))

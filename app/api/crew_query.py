@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import (
+    DateTime,
     Integer,
     String,
     Text,
@@ -26,13 +27,14 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import Crew, CrewPublic
+from app.models import Crew, CrewPublic, CrewVersion
 
 SortKey = Literal[
     "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
@@ -42,8 +44,36 @@ DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
 # What a crew member looks like in a response: the CrewPublic fields, in their order.
 PUBLIC_FIELDS = tuple(CrewPublic.model_fields)
 
+
+def crew_as_of() -> FromClause:
+    """The crew as they were at the bound instant `as_of`: rows unchanged since then, as they
+    are, and for rows changed since, the version valid then (a closed one).
+
+    Each half is a whole table and the instant is one condition over both, on (updated_at,
+    until): PostgreSQL pushes it into each half (the crew's `until` is infinity, so there it is
+    `updated_at <= as_of`) and merges the halves in sort order, the crew by its (sort key, id)
+    index and the versions changed since `as_of` (the partial index on `valid_to`, usually few)
+    by a sort. With the condition written inside a half instead, it sorts the whole crew.
+    """
+    crew, versions = Crew.__table__.c, CrewVersion.__table__.c  # type: ignore[attr-defined]
+    renamed = {"id": versions.crew_id, "updated_at": versions.valid_from}
+    infinity = literal_column("'infinity'::timestamptz", DateTime(timezone=True))
+    current = select(*(crew[f] for f in PUBLIC_FIELDS), infinity.label("until"))
+    past = select(
+        *(renamed.get(f, versions.get(f)).label(f) for f in PUBLIC_FIELDS),
+        versions.valid_to.label("until"),
+    )
+    both = union_all(current, past).subquery("crew_and_versions")
+    as_of = bindparam("as_of", type_=DateTime(timezone=True))
+    at = select(both).where(both.c.updated_at <= as_of, both.c.until > as_of)
+    return at.subquery("crew_as_of")
+
+
 # Relations a list can read from, by name: each has (at least) the crew columns.
-SOURCES: dict[str, Callable[[], FromClause]] = {"crew": lambda: Crew.__table__}  # type: ignore[attr-defined]
+SOURCES: dict[str, Callable[[], FromClause]] = {
+    "crew": lambda: Crew.__table__,  # type: ignore[attr-defined]
+    "crew_as_of": crew_as_of,
+}
 
 # The value each sort orders by, as an expression over a source's columns. Agency sorts the way
 # its filter compares (case-insensitively), with no agency as '' so that the key is never NULL:

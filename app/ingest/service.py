@@ -238,7 +238,7 @@ def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> No
     try:
         load.clean_gin_pending_lists(cursor)
         if written > 0.1 * active_before:
-            cursor.execute("ANALYZE crew")
+            cursor.execute("ANALYZE crew, crew_versions")
         cursor.connection.commit()
     except Exception:  # the run is committed; stale statistics and pending lists cost speed
         log.warning("index upkeep after the run failed", exc_info=True)
