@@ -112,8 +112,14 @@ def test_member_as_of(client: TestClient, instants: dict[str, Any]) -> None:
 def test_as_of_in_the_future_or_without_zone_is_refused(client: TestClient) -> None:
     future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     for path in ("/crew", f"/crew/{'a' * 24}"):
-        for value in (future, "2026-01-01T00:00:00", "yesterday"):
+        for value in (future, "2026-01-01T00:00:00", "yesterday", "0001-01-01T00:00:00+01:00"):
             assert client.get(path, params={"as_of": value}).status_code == 422, (path, value)
+
+
+def test_any_offset_and_the_distant_past_are_answered(client: TestClient) -> None:
+    for value in ("2020-01-01T00:00:00+23:59", "0001-01-01T00:00:00Z", "2020-01-01T00:00:00-23:00"):
+        assert listed(client, as_of=value)["items"] == []
+        assert client.get(f"/crew/{'a' * 24}", params={"as_of": value}).status_code == 404
 
 
 @pytest.mark.parametrize("sort", SORTS)

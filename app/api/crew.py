@@ -60,9 +60,13 @@ def source_at(as_of: datetime | None) -> tuple[str, dict[str, Any]]:
     """The relation to read (the crew, or the crew as of an instant) and its parameters."""
     if as_of is None:
         return "crew", {}
-    if as_of > datetime.now(UTC):
+    try:
+        instant = as_of.astimezone(UTC)  # PostgreSQL takes offsets up to 15:59 only
+    except OverflowError:
+        raise invalid("as_of", "as_of is out of range", as_of.isoformat()) from None
+    if instant > datetime.now(UTC):
         raise invalid("as_of", "as_of is in the future", as_of.isoformat())
-    return "crew_as_of", {"as_of": as_of}
+    return "crew_as_of", {"as_of": instant}
 
 
 def invalid(parameter: str, message: str, value: Any) -> RequestValidationError:
@@ -161,7 +165,7 @@ def read_crew(
     values = filter_values(agency, status, name, launch)
     filters = frozenset(values) | (set() if include_deleted else {"live"})
     query = {"source": source, "filters": values, "include_deleted": include_deleted, "sort": sort}
-    query |= {"as_of": as_of.isoformat()} if as_of is not None else {}
+    query |= {name: value.isoformat() for name, value in source_params.items()}
     query_fingerprint = cursors.fingerprint(query)
     params = {
         **values,

@@ -14,9 +14,13 @@ def member_json(alias: str) -> str:
     return f"jsonb_build_object({pairs})"
 
 
-# The versions run %(run_id)s opened, each beside the version it closed (same member, valid_to
-# equal to the new valid_from), as (crew_id, op, changed). `changed` holds the fields whose
-# values differ; an insert has no before and a delete no after, so they list the whole member.
+OF_OP = "(%(op)s::text IS NULL OR op = %(op)s::text)"
+
+# A page of the versions run %(run_id)s opened (in crew id order, through the index on
+# (opened_run_id, crew_id)), each beside the version it closed (the member's previous one, by
+# the primary key read backwards), as (crew_id, op, changed). `changed` holds the fields whose values
+# differ; an insert has no before and a delete no after, so they list the whole member. The
+# page is cut before `changed` is computed, so skipped rows cost an index step each.
 CHANGES_FROM_VERSIONS = f"""
 SELECT n.crew_id, n.op, (
     SELECT coalesce(
@@ -26,37 +30,51 @@ SELECT n.crew_id, n.op, (
     FULL JOIN jsonb_each(CASE WHEN n.op <> 'insert' THEN {member_json("p")} END) b USING (key)
     WHERE a.value IS DISTINCT FROM b.value
 ) AS changed
-FROM crew_versions n
-LEFT JOIN crew_versions p ON p.crew_id = n.crew_id AND p.valid_to = n.valid_from
-WHERE n.opened_run_id = %(run_id)s
+FROM (
+    SELECT * FROM crew_versions WHERE opened_run_id = %(run_id)s AND {OF_OP}
+    ORDER BY crew_id LIMIT %(limit)s OFFSET %(offset)s
+) AS n
+LEFT JOIN LATERAL (
+    SELECT * FROM crew_versions p
+    WHERE p.crew_id = n.crew_id AND p.valid_from < n.valid_from
+    ORDER BY p.valid_from DESC LIMIT 1
+) AS p ON true
+ORDER BY n.crew_id
+"""
+COUNT_FROM_VERSIONS = f"""
+SELECT count(*) FROM crew_versions WHERE opened_run_id = %(run_id)s AND {OF_OP}
+"""
+COUNT_BY_OP_FROM_VERSIONS = """
+SELECT op, count(*) FROM crew_versions WHERE opened_run_id = %(run_id)s GROUP BY op ORDER BY op
 """
 
-CHANGES_OF_DRY_RUN = """
-SELECT crew_id, op, changed FROM ingest_changes WHERE run_id = %(run_id)s
+# A dry run's list, kept in `ingest_changes` (primary key (run_id, crew_id)).
+CHANGES_OF_DRY_RUN = f"""
+SELECT crew_id, op, changed FROM ingest_changes WHERE run_id = %(run_id)s AND {OF_OP}
+ORDER BY crew_id LIMIT %(limit)s OFFSET %(offset)s
 """
-
-
-def source(dry_run: bool) -> str:
-    return CHANGES_OF_DRY_RUN if dry_run else CHANGES_FROM_VERSIONS
+COUNT_OF_DRY_RUN = f"SELECT count(*) FROM ingest_changes WHERE run_id = %(run_id)s AND {OF_OP}"
+COUNT_BY_OP_OF_DRY_RUN = """
+SELECT op, count(*) FROM ingest_changes WHERE run_id = %(run_id)s GROUP BY op ORDER BY op
+"""
 
 
 def page_sql(dry_run: bool) -> tuple[str, str]:
-    """(count SQL, page SQL) over a run's changes, optionally of one op, in crew id order."""
-    where = "WHERE %(op)s::text IS NULL OR op = %(op)s::text"
-    return (
-        f"SELECT count(*) FROM ({source(dry_run)}) AS c {where}",
-        f"SELECT crew_id, op, changed FROM ({source(dry_run)}) AS c {where} "
-        "ORDER BY crew_id LIMIT %(limit)s OFFSET %(offset)s",
-    )
+    """(count SQL, page SQL) over a run's changes, optionally of one op (`op`, else NULL), in
+    crew id order; parameters `run_id`, `op`, `limit`, `offset`."""
+    if dry_run:
+        return COUNT_OF_DRY_RUN, CHANGES_OF_DRY_RUN
+    return COUNT_FROM_VERSIONS, CHANGES_FROM_VERSIONS
 
 
 def count_by_op_sql(dry_run: bool) -> str:
-    return f"SELECT op, count(*) FROM ({source(dry_run)}) AS c GROUP BY op ORDER BY op"
+    return COUNT_BY_OP_OF_DRY_RUN if dry_run else COUNT_BY_OP_FROM_VERSIONS
 
 
 def spool(cursor: Any, run_id: int, target: IO[bytes]) -> None:
     """Write the changes of run `run_id`, still uncommitted in this transaction, to `target`."""
-    query = cursor.mogrify(CHANGES_FROM_VERSIONS, {"run_id": run_id}).decode()
+    every = {"run_id": run_id, "op": None, "limit": None, "offset": 0}
+    query = cursor.mogrify(CHANGES_FROM_VERSIONS, every).decode()
     cursor.copy_expert(f"COPY (SELECT {run_id}, * FROM ({query}) AS c) TO STDOUT", target)
 
 
