@@ -17,10 +17,10 @@ def member_json(alias: str) -> str:
 OF_OP = "(%(op)s::text IS NULL OR op = %(op)s::text)"
 
 # A page of the versions run %(run_id)s opened (in crew id order, through the index on
-# (opened_run_id, crew_id)), each beside the version it closed (the member's previous one, by
-# the primary key read backwards), as (crew_id, op, changed). `changed` holds the fields whose values
-# differ; an insert has no before and a delete no after, so they list the whole member. The
-# page is cut before `changed` is computed, so skipped rows cost an index step each.
+# (opened_run_id, crew_id)), each beside the version it closed (the member's previous one,
+# by the primary key read backwards), as (crew_id, op, changed). `changed` holds the fields
+# whose values differ; an insert has no before and a delete no after, so they list the whole
+# member. The page is cut before `changed` is computed: a skipped row costs an index step.
 CHANGES_FROM_VERSIONS = f"""
 SELECT n.crew_id, n.op, (
     SELECT coalesce(
