@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -140,6 +141,26 @@ def deep_pages(svc: Service, records: int) -> list[Row]:
 
 def member_reads(svc: Service) -> list[Row]:
     return [measure(svc, f"/crew/{7:024x}", "member: GET /crew/{id}")]
+
+
+def as_of_reads(svc: Service, url: str) -> list[Row]:
+    """Reads as of the start of the last run (after the first ingest, before the 1% change
+    was loaded): the crew's sort indexes merged with the versions that run closed."""
+    connection = connect(url)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT max(started_at) FROM ingest_runs WHERE NOT dry_run")
+        as_of = urllib.parse.quote(cursor.fetchone()[0].isoformat())
+    connection.close()
+    paths = [
+        f"/crew?agency=NASA&limit=100&as_of={as_of}",
+        f"/crew?name=ann&limit=100&as_of={as_of}",
+        f"/crew?sort=-updated_at&limit=100&as_of={as_of}",
+        f"/crew/{7:024x}?as_of={as_of}",
+    ]
+    return [
+        measure(svc, path, f"as_of: {path.split('&as_of=')[0].split('?as_of=')[0]}")
+        for path in paths
+    ]
 
 
 def status_page(svc: Service, url: str, requests: int = 50) -> list[Row]:

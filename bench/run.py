@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
     with reads.service(url, args.load_generator, args.read_seconds) as svc:
         rows += reads.list_reads(svc) + reads.deep_pages(svc, args.records)
         rows += reads.member_reads(svc)
+        rows += reads.as_of_reads(svc, url)
         rows += reads.status_page(svc, url)
         generator = svc.generator
     with loads.upstream(args.records, changed_every=100) as changed:
