@@ -19,12 +19,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-HEX24 = r"^[0-9a-f]{24}$"
+# One id pattern everywhere: any case is accepted, ids are stored and served in lower case.
+HEX24 = r"^[0-9a-fA-F]{24}$"
 HTTP_URL = r"^https?://[^\s\x00]+$"
 PRINTABLE = r"^[^\x00]*$"  # Postgres text cannot hold NUL
 HAS_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
-
-HEX24_ANY_CASE = r"^[0-9a-fA-F]{24}$"
+HEX24_ANY_CASE = HEX24  # the name other modules import
 
 LaunchId = Annotated[str, StringConstraints(pattern=HEX24_ANY_CASE), AfterValidator(str.lower)]
 

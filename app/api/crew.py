@@ -13,7 +13,7 @@ from sqlmodel import col, select
 
 from app.api import conditional
 from app.api import cursor as cursors
-from app.api.crew_query import PUBLIC_FIELDS, SOURCES, SortKey, compiled, list_query
+from app.api.crew_query import PUBLIC_FIELDS, SOURCES, SortKey, compiled, list_query, public_column
 from app.api.deps import ReadConnectionDep
 from app.models import HAS_TEXT, HEX24_ANY_CASE, Crew, CrewPublic, CrewStatus, CursorPage
 
@@ -192,7 +192,7 @@ def read_crew(
 def member_query(source: str) -> str:
     """(member JSON, the member's current `updated_at`: the validator) for one id."""
     relation = SOURCES[source]()
-    columns = (relation.c[field] for field in PUBLIC_FIELDS)
+    columns = (public_column(relation.c, field) for field in PUBLIC_FIELDS)
     member = select(*columns).where(relation.c.id == bindparam("id")).subquery("member")
     body = cast(func.row_to_json(member.table_valued()), Text)
     last_change = select(Crew.updated_at).where(col(Crew.id) == bindparam("id"))

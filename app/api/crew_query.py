@@ -43,6 +43,17 @@ SortKey = Literal[
 DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
 # What a crew member looks like in a response: the CrewPublic fields, in their order.
 PUBLIC_FIELDS = tuple(CrewPublic.model_fields)
+TIMESTAMP_FIELDS = {"created_at", "updated_at", "deleted_at"}
+# RFC 3339 in UTC with `Z`, as pydantic writes the other endpoints' timestamps.
+RFC3339_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def public_column(columns: Any, field: str) -> ColumnElement[Any]:
+    """A crew column as the API shows it: timestamps rendered as RFC 3339 UTC text."""
+    if field not in TIMESTAMP_FIELDS:
+        return columns[field]  # type: ignore[no-any-return]
+    utc = func.timezone(literal_column("'UTC'"), columns[field])
+    return func.to_char(utc, literal_column(f"'{RFC3339_UTC}'")).label(field)
 
 
 def crew_as_of() -> FromClause:
@@ -145,7 +156,7 @@ def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool
         where.append(position < after if descending else position > after)
     # One row beyond the page tells whether another page follows.
     page = (
-        select(*(relation.c[f] for f in PUBLIC_FIELDS), key.label("sort_key"))
+        select(*(public_column(relation.c, f) for f in PUBLIC_FIELDS), key.label("sort_key"))
         .where(*where)
         .order_by(*directed(descending, key, relation.c.id))
         .offset(bindparam("offset"))
