@@ -13,11 +13,13 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 
 
 def timestamps(body: Any) -> list[str]:
-    """Every value of a `*_at` key, anywhere in a JSON body."""
+    """Every value of a `*_at` key, anywhere in a JSON body (both sides of a change, too)."""
     found: list[str] = []
     if isinstance(body, dict):
         for key, value in body.items():
-            if key.endswith("_at") and value is not None:
+            if key.endswith("_at") and isinstance(value, dict):  # a change: before, after
+                found += [side for side in value.values() if side is not None]
+            elif key.endswith("_at") and value is not None:
                 found.append(value)
             found += timestamps(value)
     elif isinstance(body, list):
@@ -43,10 +45,12 @@ def test_every_endpoint_writes_timestamps_in_one_format(
         "GET /crew?sort=-updated_at": client.get("/crew?sort=-updated_at").json(),
         "GET /crew/{id}": client.get(f"/crew/{member}").json(),
         "GET /crew/{id} deleted": client.get(f"/crew/{crew_records[-2]['id']}").json(),
+        "GET /crew/{id}/history": client.get(f"/crew/{crew_records[-2]['id']}/history").json(),
+        "GET /ingest/{id}/changes": client.get(f"/ingest/{second['id']}/changes").json(),
     }
     for endpoint, body in bodies.items():
         found = timestamps(body)
-        assert found, f"{endpoint} has no timestamps"
+        assert found or endpoint.endswith("changes"), f"{endpoint} has no timestamps"
         bad = [value for value in found if not RFC3339_UTC.match(value)]
         assert bad == [], f"{endpoint}: {bad[:3]}"
     deleted = [item["deleted_at"] for item in bodies["GET /crew"]["items"] if item["deleted_at"]]
