@@ -5,6 +5,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import Field as PydanticField
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -18,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
+
+from app import examples
 
 # One id pattern everywhere: any case is accepted, ids are stored and served in lower case.
 HEX24 = r"^[0-9a-fA-F]{24}$"
@@ -82,23 +85,39 @@ class RunTrigger(StrEnum):
 # Crew: the upstream record as validated, stored and served.
 class CrewBase(SQLModel):
     id: Annotated[str, BeforeValidator(strip_lower)] = Field(
-        primary_key=True, max_length=24, schema_extra={"pattern": HEX24}
+        primary_key=True,
+        max_length=24,
+        schema_extra={"pattern": HEX24},
+        description="The upstream's crew id, 24 hex digits (served in lower case)",
     )
     # A null name is a reject (the upstream's schema allows it; a member needs a name here).
     name: Annotated[str, BeforeValidator(_strip)] = Field(
-        min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT}
+        min_length=1, max_length=200, schema_extra={"pattern": HAS_TEXT}, description="Full name"
     )
-    status: Annotated[CrewStatus, BeforeValidator(strip_lower)] = Field(sa_type=String(16))
+    status: Annotated[CrewStatus, BeforeValidator(strip_lower)] = Field(
+        sa_type=String(16), description="Crew status as the upstream reports it"
+    )
     agency: Annotated[str | None, BeforeValidator(_strip_or_none)] = Field(
-        default=None, max_length=100, schema_extra={"pattern": PRINTABLE}
+        default=None,
+        max_length=100,
+        schema_extra={"pattern": PRINTABLE},
+        description="Space agency (NASA, ESA, JAXA, SpaceX, ...); null when the upstream has none",
     )
-    image: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
-    wikipedia: str | None = Field(default=None, max_length=2048, schema_extra={"pattern": HTTP_URL})
+    image: str | None = Field(
+        default=None, max_length=2048, schema_extra={"pattern": HTTP_URL}, description="Portrait"
+    )
+    wikipedia: str | None = Field(
+        default=None,
+        max_length=2048,
+        schema_extra={"pattern": HTTP_URL},
+        description="Wikipedia article",
+    )
     launches: Annotated[
         list[LaunchId], BeforeValidator(_none_as_empty), AfterValidator(_unique_in_order)
     ] = Field(
         default_factory=list,
         sa_column=Column(ARRAY(String(24)), nullable=False, server_default="{}"),
+        description="Ids of the launches the member flew on, in upstream order, without repeats",
     )
 
 
@@ -124,33 +143,52 @@ class Crew(CrewBase, table=True):
 
 # What the API returns for a crew member.
 class CrewPublic(CrewBase):
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.CREW_MEMBER]})  # type: ignore[assignment]
+
+    created_at: datetime = Field(description="When a run first loaded the member")
+    updated_at: datetime = Field(description="When a run last changed the member")
+    deleted_at: datetime | None = Field(
+        description="When the upstream stopped returning the member (soft deletion); else null"
+    )
 
 
 # Columns an ingest run and its public view share.
 class IngestRunBase(SQLModel):
-    status: RunStatus = Field(default=RunStatus.queued, sa_type=String(16), index=True)
-    trigger: RunTrigger = Field(sa_type=String(16))
-    source_url: str = Field(sa_type=Text)
-    pages_fetched: int = 0
-    records_fetched: int = 0
-    records_valid: int = 0
-    records_rejected: int = 0
-    rows_inserted: int = 0
-    rows_updated: int = 0
-    rows_unchanged: int = 0
-    rows_deleted: int = 0
-    # Active rows left as they were because only a rejected record named their id.
-    rows_kept: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    # Rejected records beyond INGEST_MAX_REJECTS_PER_RUN: counted, not stored.
-    rejects_not_stored: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    error: str | None = Field(default=None, sa_type=Text)
-    dry_run: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
+    status: RunStatus = Field(
+        default=RunStatus.queued, sa_type=String(16), index=True, description="Where the run is"
+    )
+    trigger: RunTrigger = Field(sa_type=String(16), description="What started the run")
+    source_url: str = Field(sa_type=Text, description="The upstream endpoint read")
+    pages_fetched: int = Field(default=0, description="Upstream pages fetched")
+    records_fetched: int = Field(default=0, description="Records the upstream sent")
+    records_valid: int = Field(default=0, description="Records that passed validation")
+    records_rejected: int = Field(default=0, description="Records kept as rejects instead")
+    rows_inserted: int = Field(default=0, description="Crew members added")
+    rows_updated: int = Field(default=0, description="Crew members changed")
+    rows_unchanged: int = Field(default=0, description="Crew members sent unchanged (not written)")
+    rows_deleted: int = Field(default=0, description="Crew members soft-deleted: no longer sent")
+    rows_kept: int = Field(
+        default=0,
+        sa_column_kwargs={"server_default": "0"},
+        description="Active members left as they were because only a rejected record named them",
+    )
+    rejects_not_stored: int = Field(
+        default=0,
+        sa_column_kwargs={"server_default": "0"},
+        description="Rejected records beyond INGEST_MAX_REJECTS_PER_RUN: counted, not stored",
+    )
+    error: str | None = Field(
+        default=None, sa_type=Text, description="Why it failed or was cancelled, else null"
+    )
+    dry_run: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": "false"},
+        description="True when the run only reported what it would change",
+    )
     schema_drift: dict[str, Any] = Field(
         default_factory=dict,
         sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        description="Fields the upstream sent that the model does not know, and fields it omitted",
     )
 
 
@@ -190,10 +228,12 @@ class IngestRun(IngestRunBase, table=True):
 
 # What the API returns for a run.
 class IngestRunPublic(IngestRunBase):
-    id: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.INGEST_RUN]})  # type: ignore[assignment]
+
+    id: int = Field(description="Run id")
+    created_at: datetime = Field(description="When the run was queued")
+    started_at: datetime | None = Field(description="When it started; null while queued")
+    finished_at: datetime | None = Field(description="When it ended; null until then")
 
 
 # A record the upstream sent that did not pass validation, kept as received.
@@ -212,12 +252,14 @@ class IngestReject(SQLModel, table=True):
 
 # What the API returns for a reject.
 class IngestRejectPublic(SQLModel):
-    id: int
-    run_id: int
-    record_id: str | None
-    errors: list[dict[str, Any]]
-    raw: Any
-    created_at: datetime
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.INGEST_REJECT]})  # type: ignore[assignment]
+
+    id: int = Field(description="Reject id")
+    run_id: int = Field(description="The run that received the record")
+    record_id: str | None = Field(description="The record's id, when it had a usable one")
+    errors: list[dict[str, Any]] = Field(description="What failed: `loc`, `msg`, `type` each")
+    raw: Any = Field(description="The record exactly as the upstream sent it")
+    created_at: datetime = Field(description="When it was rejected")
 
 
 ItemT = TypeVar("ItemT")
@@ -225,16 +267,21 @@ ItemT = TypeVar("ItemT")
 
 # The list envelope shared by every collection endpoint.
 class Page(BaseModel, Generic[ItemT]):
-    items: list[ItemT]
-    total: int
-    limit: int
-    offset: int
-    total_exact: bool = True  # false when `total` is an estimate (very broad crew filters)
+    items: list[ItemT] = PydanticField(description="This page, in the requested order")
+    total: int = PydanticField(description="Matches on all pages", examples=[18])
+    limit: int = PydanticField(description="Page size asked for", examples=[100])
+    offset: int = PydanticField(description="Matches skipped before this page", examples=[0])
+    total_exact: bool = PydanticField(
+        default=True, description="False when `total` is an estimate (very broad crew filters)"
+    )
 
 
 # A list envelope that can also be walked by keyset: `next` continues after the last item.
 class CursorPage(Page[ItemT], Generic[ItemT]):
-    next: str | None = None  # pass as `cursor=` with the same filters and sort; null at the end
+    next: str | None = PydanticField(
+        default=None,
+        description="Pass as `cursor=` with the same filters and sort; null on the last page",
+    )
 
 
 class ChangeOp(StrEnum):
@@ -302,18 +349,18 @@ class CrewVersionPublic(CrewBase):
         }
     )
 
-    created_at: datetime
-    deleted_at: datetime | None
-    op: ChangeOp
+    created_at: datetime = Field(description="When a run first loaded the member")
+    deleted_at: datetime | None = Field(description="Set when this version is a soft deletion")
+    op: ChangeOp = Field(description="The change that opened this version")
     run_id: int | None = Field(description="The run that opened this version (null: backfilled)")
     closed_by_run_id: int | None = Field(description="The run that closed it (null while current)")
-    valid_from: datetime
+    valid_from: datetime = Field(description="When this version became current")
     valid_to: datetime | None = Field(description="Null while this is the current version")
 
 
 class FieldChange(BaseModel):
-    before: Any
-    after: Any
+    before: Any = PydanticField(description="The value before the run; null for an insert")
+    after: Any = PydanticField(description="The value after the run; null for a delete")
 
 
 # One member a run inserted, updated, soft-deleted or restored, with the fields that differ.
@@ -346,9 +393,9 @@ class ChangePublic(BaseModel):
         }
     )
 
-    crew_id: str
-    op: ChangeOp
-    changed: dict[str, FieldChange]
+    crew_id: str = PydanticField(description="The member changed")
+    op: ChangeOp = PydanticField(description="What the run did to it")
+    changed: dict[str, FieldChange] = PydanticField(description="Each field that differs")
 
 
 # A dry run's change list, kept because its load was rolled back (a real run's list is derived

@@ -106,6 +106,7 @@ def next_link(request: Request, next_cursor: str) -> str:
     "",
     summary="List crew members",
     response_model=CursorPage[CrewPublic],
+    response_description="A page of crew members, with `next` to continue",
     responses={200: {"headers": conditional.HEADERS_DOC}, **conditional.NOT_MODIFIED_DOC},
 )
 def read_crew(
@@ -206,6 +207,7 @@ MEMBER_SQL = {source: member_query(source) for source in SOURCES}
     "/{crew_id}",
     summary="Get one crew member",
     response_model=CrewPublic,
+    response_description="The crew member",
     responses={
         200: {"headers": conditional.HEADERS_DOC},
         **conditional.NOT_MODIFIED_DOC,

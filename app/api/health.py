@@ -1,6 +1,6 @@
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app.db import get_engine, schema_is_current
@@ -9,11 +9,13 @@ router = APIRouter(tags=["health"])
 
 
 class Health(BaseModel):
-    status: str
-    checks: dict[str, bool] = {}
+    status: str = Field(description="`ok`, or `unavailable` with the failing checks")
+    checks: dict[str, bool] = Field(
+        default={}, description="Readiness checks: database, migrations, recovery"
+    )
 
 
-@router.get("/healthz", summary="Liveness")
+@router.get("/healthz", summary="Liveness", response_description="The process is up")
 def read_health() -> Health:
     """The process is up and serving requests."""
     return Health(status="ok")
@@ -36,6 +38,7 @@ def readiness_checks(app: FastAPI) -> dict[str, bool]:
 @router.get(
     "/readyz",
     summary="Readiness",
+    response_description="Ready: every check passed",
     responses={503: {"model": Health, "description": "Not ready; `checks` says what is missing"}},
 )
 def read_readiness(request: Request) -> Health:

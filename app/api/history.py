@@ -24,6 +24,7 @@ ORDER BY valid_from DESC LIMIT %(limit)s OFFSET %(offset)s
     "/{crew_id}/history",
     summary="List a crew member's versions",
     response_model=Page[CrewVersionPublic],
+    response_description="A page of the member's versions, newest first",
     responses={
         200: {"headers": conditional.HEADERS_DOC},
         **conditional.NOT_MODIFIED_DOC,

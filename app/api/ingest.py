@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, Query, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -28,12 +28,12 @@ Offset = Annotated[int, Query(ge=0, le=2_000_000_000, description="Rows to skip"
 
 
 class ActiveRunConflict(BaseModel):
-    detail: str
-    active_run_id: int | None
+    detail: str = Field(description="What is in the way")
+    active_run_id: int | None = Field(description="The run queued or running (see Location)")
 
 
 class Problem(BaseModel):
-    detail: str
+    detail: str = Field(description="What went wrong, in words")
 
 
 def run_location(run_id: int | None) -> dict[str, str]:
@@ -51,6 +51,7 @@ def get_run_or_404(session: SessionDep, run_id: int) -> IngestRun:
     "",
     summary="Start an ingest run",
     status_code=status.HTTP_202_ACCEPTED,
+    response_description="The run, queued; `Location` is its URL",
     dependencies=[WriteAccess],
     responses={
         409: {"model": ActiveRunConflict, "description": "A run is already queued or running"},
@@ -91,7 +92,7 @@ def create_ingest_run(
     return IngestRunPublic.model_validate(run)
 
 
-@router.get("", summary="List ingest runs")
+@router.get("", summary="List ingest runs", response_description="A page of runs")
 def read_ingest_runs(
     session: SessionDep,
     status: Annotated[RunStatus | None, Query(description="Only runs with this status")] = None,
@@ -112,7 +113,12 @@ def read_ingest_runs(
     return Page[IngestRunPublic](items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{run_id}", summary="Get one ingest run", responses={404: {"model": Problem}})
+@router.get(
+    "/{run_id}",
+    summary="Get one ingest run",
+    response_description="The run",
+    responses={404: {"model": Problem, "description": "No run with this id"}},
+)
 def read_ingest_run(session: SessionDep, run_id: RunId) -> IngestRunPublic:
     """One run with its status, timings, counts and error."""
     return IngestRunPublic.model_validate(get_run_or_404(session, run_id))
@@ -121,7 +127,8 @@ def read_ingest_run(session: SessionDep, run_id: RunId) -> IngestRunPublic:
 @router.get(
     "/{run_id}/rejects",
     summary="List a run's rejected records",
-    responses={404: {"model": Problem}},
+    response_description="A page of the run's rejects",
+    responses={404: {"model": Problem, "description": "No run with this id"}},
 )
 def read_ingest_rejects(
     session: SessionDep, run_id: RunId, limit: Limit = 100, offset: Offset = 0
@@ -143,7 +150,8 @@ RUN_IS_DRY = "SELECT dry_run FROM ingest_runs WHERE id = %s"
 @router.get(
     "/{run_id}/changes",
     summary="List what a run changed",
-    responses={404: {"model": Problem}},
+    response_description="A page of the members the run changed",
+    responses={404: {"model": Problem, "description": "No run with this id"}},
 )
 def read_ingest_changes(
     connection: ReadConnectionDep,
@@ -175,9 +183,10 @@ def read_ingest_changes(
     "/{run_id}/cancel",
     summary="Cancel a queued or running run",
     status_code=status.HTTP_202_ACCEPTED,
+    response_description="The run, cancelled or asked to stop",
     dependencies=[WriteAccess],
     responses={
-        404: {"model": Problem},
+        404: {"model": Problem, "description": "No run with this id"},
         409: {"model": Problem, "description": "The run already finished"},
         401: {"model": Problem, "description": "Missing or wrong bearer token"},
     },
