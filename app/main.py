@@ -10,7 +10,7 @@ from types import FrameType
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.concurrency import run_in_threadpool
@@ -97,12 +97,6 @@ app.add_middleware(AccessLog)
 Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app).expose(
     app, include_in_schema=False
 )
-
-
-@app.get("/", include_in_schema=False)
-def read_root() -> RedirectResponse:
-    """A browser opening the service lands on its documentation."""
-    return RedirectResponse("/docs")
 
 
 @app.exception_handler(405)

@@ -1,5 +1,6 @@
 """/docs and /redoc work offline: the pages and every asset they load come from the service."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests import test_processes as processes
+from tests.conftest import wait_until
 from tests.test_processes import UVICORN, Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -71,7 +74,11 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not installed (apt-get install chromium): no browser test"
 )
-def test_docs_render_in_a_browser_without_internet(upstream: object, tmp_path: Path) -> None:
+def test_docs_render_in_a_browser_without_internet(
+    upstream: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a loaded machine may take longer than Server's usual wait to start the service
+    monkeypatch.setattr(processes, "wait_until", functools.partial(wait_until, timeout=180))
     server = Server(UVICORN, "http://127.0.0.1:9")
     try:
         swagger = chromium("--dump-dom", f"{server.url}/docs")

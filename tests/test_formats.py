@@ -63,9 +63,3 @@ def test_one_id_pattern_in_the_schema_and_the_path(client: TestClient) -> None:
     parameters = schema["paths"]["/crew/{crew_id}"]["get"]["parameters"]
     path_id = next(p for p in parameters if p["name"] == "crew_id")["schema"]["pattern"]
     assert crew_id == path_id == HEX24
-
-
-def test_root_leads_to_the_docs(client: TestClient) -> None:
-    response = client.get("/", follow_redirects=False)
-    assert response.status_code in (302, 303, 307)
-    assert response.headers["location"] in ("/docs", "/status")

@@ -11,7 +11,7 @@ import mimeparse  # type: ignore[import-untyped]
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import NoMatchFound
 
@@ -48,29 +48,31 @@ CHANGES_ROUTE = "read_ingest_changes"  # GET /ingest/{run_id}/changes: what a ru
 
 
 class ServiceInfo(BaseModel):
-    name: str
-    version: str
-    ready: bool
-    checks: dict[str, bool]
+    name: str = Field(description="Service name")
+    version: str = Field(description="Service version")
+    ready: bool = Field(description="Whether /readyz would answer 200")
+    checks: dict[str, bool] = Field(description="Its readiness checks")
 
 
 # How to start a run by hand; the token itself is never part of the page.
 class TriggerInfo(BaseModel):
-    method: str = "POST"
-    path: str = "/ingest"
-    token_required: bool
-    schedule_interval_seconds: float  # 0: no schedule
+    method: str = Field(default="POST", description="HTTP method that starts a run")
+    path: str = Field(default="/ingest", description="Path that starts a run")
+    token_required: bool = Field(description="Whether a bearer token is needed")
+    schedule_interval_seconds: float = Field(
+        description="Seconds between scheduled runs; 0: no schedule"
+    )
 
 
 # The page's content, as `Accept: application/json` returns it.
 class StatusSummary(Snapshot):
-    service: ServiceInfo
-    trigger: TriggerInfo
+    service: ServiceInfo = Field(description="The service and its readiness")
+    trigger: TriggerInfo = Field(description="How to start a run by hand")
 
 
 class StatusUnavailable(BaseModel):
-    detail: str
-    service: ServiceInfo
+    detail: str = Field(description="Why the status cannot be read")
+    service: ServiceInfo = Field(description="The service and its readiness")
 
 
 def wants_json(accept: str | None) -> bool:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Connection, text
 
 from app.models import CrewStatus, IngestRunPublic, RunStatus, RunTrigger
@@ -83,68 +83,74 @@ class FreshnessState(StrEnum):
 
 # Whether the data is current; the state is the most serious of what applies.
 class Freshness(BaseModel):
-    state: FreshnessState
-    data_as_of: datetime | None  # when the newest successful run finished
-    last_success_run_id: int | None
-    age_seconds: float | None
-    stale_after_seconds: float
-    stale: bool
+    state: FreshnessState = Field(
+        description="fresh, stale, last_failed or never_succeeded: the most serious that applies"
+    )
+    data_as_of: datetime | None = Field(description="When the newest successful run finished")
+    last_success_run_id: int | None = Field(description="The id of that run")
+    age_seconds: float | None = Field(description="Seconds since then")
+    stale_after_seconds: float = Field(description="Age at which the data counts as stale")
+    stale: bool = Field(description="Whether the data is older than that")
 
 
 # One run as the chart draws it.
 class RunPoint(BaseModel):
-    id: int
-    status: RunStatus
-    trigger: RunTrigger
-    dry_run: bool
-    started_at: datetime | None
-    duration_seconds: float | None  # so far, while running
-    rows_changed: int  # inserted + updated + deleted
+    id: int = Field(description="Run id")
+    status: RunStatus = Field(description="Run status")
+    trigger: RunTrigger = Field(description="What started it")
+    dry_run: bool = Field(description="Whether it only reported changes")
+    started_at: datetime | None = Field(description="When it started")
+    duration_seconds: float | None = Field(description="How long it took (so far, while running)")
+    rows_changed: int = Field(description="Rows inserted, updated and deleted")
 
 
 # A rejected record, shortened for the page: its id and its first errors.
 class RejectSummary(BaseModel):
-    id: int
-    record_id: str | None
-    error_count: int
-    errors: list[dict[str, Any]]
+    id: int = Field(description="Reject id")
+    record_id: str | None = Field(description="The id of the record, when it had one")
+    error_count: int = Field(description="How many validation errors")
+    errors: list[dict[str, Any]] = Field(description="The first validation errors")
 
 
 # The newest run with its first rejects and where to read more.
 class LastRun(BaseModel):
-    run: IngestRunPublic
-    duration_seconds: float | None
-    url: str
-    rejects_url: str
-    rejects: list[RejectSummary]
-    changes_url: str | None = None
+    run: IngestRunPublic = Field(description="The most recent run")
+    duration_seconds: float | None = Field(description="How long it took")
+    url: str = Field(description="The run in the API")
+    rejects_url: str = Field(description="Its rejects in the API")
+    rejects: list[RejectSummary] = Field(description="Its first rejects")
+    changes_url: str | None = Field(
+        default=None, description="Its change list, where the service has one"
+    )
 
 
 # A count and the `GET /crew` URL that lists exactly those members.
 class CountLink(BaseModel):
-    label: str | None  # None: members without an agency
-    count: int
-    url: str | None  # None for members without an agency: GET /crew has no filter for that
+    label: str | None = Field(description="Status or agency; null for members without an agency")
+    count: int = Field(description="Members with it")
+    url: str | None = Field(
+        description="Those members in the API; null without an agency (GET /crew has no filter)"
+    )
 
 
 class CrewCounts(BaseModel):
-    total: int  # members the upstream still returns
-    total_url: str
-    deleted: int  # soft-deleted: no longer returned upstream
-    deleted_url: str
-    by_status: list[CountLink]
-    by_agency: list[CountLink]  # the largest TOP_AGENCIES, then the rest in `other_agencies`
-    other_agencies: int
-    other_agencies_members: int
+    total: int = Field(description="Members the upstream still returns")
+    total_url: str = Field(description="Them in the API")
+    deleted: int = Field(description="Soft-deleted members: no longer returned upstream")
+    deleted_url: str = Field(description="Them in the API")
+    by_status: list[CountLink] = Field(description="Members per status")
+    by_agency: list[CountLink] = Field(description="Members per agency, the largest first")
+    other_agencies: int = Field(description="Agencies not listed in by_agency")
+    other_agencies_members: int = Field(description="Their members")
 
 
 # Everything the page shows that comes from the database, in one snapshot.
 class Snapshot(BaseModel):
-    generated_at: datetime
-    freshness: Freshness
-    last_run: LastRun | None
-    recent_runs: list[RunPoint]  # newest first
-    crew: CrewCounts
+    generated_at: datetime = Field(description="When this summary was made")
+    freshness: Freshness = Field(description="How current the data is")
+    last_run: LastRun | None = Field(description="The last run; null before the first")
+    recent_runs: list[RunPoint] = Field(description="Recent runs, newest first")
+    crew: CrewCounts = Field(description="Crew counts")
 
 
 def crew_url(**filters: str) -> str:
