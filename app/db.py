@@ -3,7 +3,7 @@
 import functools
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, event, make_url
 from sqlmodel import Session, create_engine
@@ -55,13 +55,17 @@ def get_read_connection() -> Iterator[Connection]:
     SQLAlchemy's isolation_level option would restore the level on check-in with a SET, one
     more round trip per read."""
     with get_engine().connect() as connection:
-        driver = connection.connection.dbapi_connection
-        driver.autocommit = True  # type: ignore[union-attr]
+        driver: Any = connection.connection.dbapi_connection  # psycopg2's connection
+        driver.autocommit = True
+        if (driver.isolation_level, driver.readonly, driver.deferrable) != (None, None, None):
+            # left set by a transaction of another kind (the status page's): reset once, or
+            # every switch back from autocommit sends SETs
+            driver.set_session("DEFAULT", "DEFAULT", "DEFAULT")
         try:
             yield connection
         finally:
-            if not driver.closed:  # type: ignore[union-attr]
-                driver.autocommit = False  # type: ignore[union-attr]
+            if not driver.closed:
+                driver.autocommit = False
 
 
 def alembic_config(configure_logger: bool = True) -> "AlembicConfig":

@@ -16,7 +16,8 @@ def backend_pid(connection: Connection) -> int:
 def terminate(pid: int) -> None:
     """End a session from a connection outside the pool, as a server restart does, and wait
     until it is gone."""
-    outside = create_engine(get_engine().url, poolclass=NullPool)
+    # autocommit: each look at pg_stat_activity is a new snapshot
+    outside = create_engine(get_engine().url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with outside.connect() as other:
         other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
         deadline = time.monotonic() + 10
