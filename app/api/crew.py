@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from app.api import conditional
 from app.api import cursor as cursors
 from app.api.crew_query import PUBLIC_FIELDS, SOURCES, SortKey, compiled, list_query, public_column
-from app.api.deps import ReadConnectionDep
+from app.api.deps import in_read_thread
 from app.models import HAS_TEXT, HEX24_ANY_CASE, Crew, CrewPublic, CrewStatus, CursorPage
 
 router = APIRouter(prefix="/crew", tags=["crew"])
@@ -109,9 +109,8 @@ def next_link(request: Request, next_cursor: str) -> str:
     response_description="A page of crew members, with `next` to continue",
     responses={200: {"headers": conditional.HEADERS_DOC}, **conditional.NOT_MODIFIED_DOC},
 )
-def read_crew(
+async def read_crew(
     request: Request,
-    connection: ReadConnectionDep,
     agency: Annotated[
         str | None,
         Query(
@@ -158,6 +157,25 @@ def read_crew(
     depth; `offset` reads and skips the rows before the page. With `as_of`, every filter, sort
     and page applies to the crew as they were at that instant.
     """
+    filters = (agency, status, name, launch, include_deleted)
+    return await in_read_thread(list_page, request, *filters, sort, limit, offset, cursor, as_of)
+
+
+def list_page(
+    connection: Connection,
+    request: Request,
+    agency: str | None,
+    status: CrewStatus | None,
+    name: str | None,
+    launch: str | None,
+    include_deleted: bool,
+    sort: SortKey,
+    limit: int,
+    offset: int,
+    cursor: str | None,
+    as_of: datetime | None,
+) -> Response:
+    """The page `read_crew` answers, in a worker thread with its read connection."""
     source, source_params = source_at(as_of)
     if conditional.is_conditional(request):
         validators = conditional.crew_validators(connection)
@@ -214,14 +232,20 @@ MEMBER_SQL = {source: member_query(source) for source in SOURCES}
         404: {"description": "Unknown id"},
     },
 )
-def read_crew_member(
+async def read_crew_member(
     request: Request,
-    connection: ReadConnectionDep,
     crew_id: Annotated[str, Path(pattern=HEX24_ANY_CASE, description="24-hex crew id")],
     as_of: AsOf = None,
 ) -> Response:
     """One crew member by id, including soft-deleted ones (their `deleted_at` is set); with
     `as_of`, as the member was at that instant (404 if unknown then)."""
+    return await in_read_thread(member_page, request, crew_id, as_of)
+
+
+def member_page(
+    connection: Connection, request: Request, crew_id: str, as_of: datetime | None
+) -> Response:
+    """The answer of `read_crew_member`, in a worker thread with its read connection."""
     source, source_params = source_at(as_of)
     if conditional.is_conditional(request):
         validators = conditional.member_validators(connection, crew_id.lower())
