@@ -47,6 +47,9 @@ def service(url: str, generator: str, seconds: int) -> Iterator[Service]:
     tool = generator if generator != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     base = f"http://127.0.0.1:{port}"
     with process(command, env, f"{base}/healthz"):
+        # a second of load first, so that the first URL measured does not pay for filling the
+        # worker's connection pool
+        (wrk if tool == "wrk" else httpx_load)(f"{base}/crew?limit=1", 1)
         yield Service(base, tool, seconds)
 
 
