@@ -39,7 +39,8 @@ def get_engine() -> Engine:
         max_overflow=10,
         connect_args={"application_name": "crew-etl", "options": "-c timezone=UTC"},
     )
-    # instead of pool_pre_ping, whose round trips cost a read more than its statement
+    # instead of pool_pre_ping, whose SELECT 1 on every checkout cost a read nearly as much as
+    # its statement
     event.listen(engine, "checkout", replace_if_closed)
     return engine
 

@@ -4,7 +4,7 @@ A server that ends a session (restart, `pg_terminate_backend`, idle timeout, a p
 away) sends an error message and closes the socket; a connection idle in the pool has nothing
 else to read. So a socket with something to read at checkout belongs to a dead session, and
 the pool replaces it before a request uses it: what `pool_pre_ping` does, minus its round
-trips (psycopg2 pings with BEGIN, SELECT 1 and, before an autocommit read, ROLLBACK).
+trip (a `SELECT 1` on every checkout).
 
 A session lost without a word (a network partition) is still found on first use: the failing
 statement invalidates the whole pool, and the next checkouts connect afresh.
