@@ -6,7 +6,7 @@ from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from app.config import settings
-from app.db import get_engine
+from app.db import background_engine
 from app.logs import configure_logging
 
 MIGRATION_LOCK_KEY = 0x637265775F6D6967  # "crew_mig": serialises concurrent `upgrade`s
@@ -24,7 +24,7 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
 
 
 def run_migrations_online() -> None:
-    with get_engine().connect() as connection:
+    with background_engine().connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=SQLModel.metadata,

@@ -1,9 +1,12 @@
 """`crew-etl`: serve the API, run one ingest, migrate, list runs - the same code as the API."""
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from typing import Annotated
 
 import structlog
@@ -82,27 +85,63 @@ def ingest(
             console.print(f"[red]not started:[/] {conflict}")
             raise typer.Exit(2) from None
     assert run.id is not None
+    received = stop_runs_on_signals()
+    run_id = run.id
     if sys.stderr.isatty():
-        finished = run_with_progress(run.id)
+        finished = in_a_worker(lambda: run_with_progress(run_id))
     else:
-        finished = service.execute_run(run.id)
+        finished = in_a_worker(lambda: service.execute_run(run_id))
     if finished is None:
         raise typer.Exit(1)
     print_summary(finished)
     if finished.dry_run and finished.status == "succeeded":
         print_changes(finished)
+    if received:  # like a shell: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)
+        raise typer.Exit(128 + received[0])
     if finished.status != "succeeded":
         raise typer.Exit(1)
 
 
-def run_with_progress(run_id: int) -> IngestRun | None:
+def in_a_worker(job: Callable[[], IngestRun | None]) -> IngestRun | None:
+    """Run `job` on a thread while the main thread waits: Python handles signals on the main
+    thread only, and only between bytecodes, so a run waiting on a statement there would not
+    hear Ctrl-C until the statement ended."""
+    result: list[IngestRun | None] = []
+    worker = threading.Thread(target=lambda: result.append(job()), name="ingest", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=0.2)
+    return result[0] if result else None
+
+
+def stop_runs_on_signals() -> list[int]:
+    """On SIGINT or SIGTERM the run rolls back and ends `failed` with `interrupted: received
+    SIGINT`, then the command exits; returns the signals received, filled in as they arrive."""
     from app.ingest import service
+
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        reason = f"interrupted: received {signal.Signals(signum).name}"
+        service.interrupt_local_runs(reason, and_later_ones=True)
+        os.write(2, b"stopping: the run rolls back; press Ctrl-C again to quit at once\n")
+        for each in (signal.SIGINT, signal.SIGTERM):  # a second signal is not caught
+            signal.signal(each, signal.SIG_DFL)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    return received
+
+
+def run_with_progress(run_id: int) -> IngestRun | None:
+    from app.ingest import pipeline, service
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"run {run_id}: starting", total=None)
 
-        def show(counts: service.RunCounts) -> None:
+        def show(counts: pipeline.RunCounts) -> None:
             description = (
                 f"run {run_id}: {counts.pages_fetched} pages, "
                 f"{counts.records_fetched} records, {counts.records_rejected} rejected"

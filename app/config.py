@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     HTTP_BACKOFF_MAX_SECONDS: float = Field(default=30, ge=0)
     HTTP_PAGE_DEADLINE_SECONDS: float = Field(default=120, gt=0)
 
+    # A run whose process has not proved it is alive for this long is ended `failed` by any
+    # process that looks; its heartbeat comes every sixth of it (at most every 5 s).
+    INGEST_STALE_AFTER_SECONDS: float = Field(default=60, ge=1)
+    INGEST_RUN_TIMEOUT_SECONDS: float = Field(default=3600, gt=0)
+
+    # API reads: how long to wait for a connection, for a free one in the pool, for a statement;
+    # past any of them a read answers 503 with Retry-After instead of hanging.
+    DB_CONNECT_TIMEOUT_SECONDS: int = Field(default=5, ge=1)
+    DB_POOL_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
+    DB_STATEMENT_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "console"] = "console"
 
@@ -62,6 +73,10 @@ class Settings(BaseSettings):
     @classmethod
     def empty_token_means_open(cls, token: str | None) -> str | None:
         return token or None
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return min(5.0, self.INGEST_STALE_AFTER_SECONDS / 6)
 
     @property
     def stale_after_seconds(self) -> float:

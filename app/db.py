@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, event, make_url
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
 from app.config import PROJECT_ROOT, settings
@@ -31,13 +32,49 @@ def database_location() -> str:
 
 @functools.cache
 def get_engine() -> Engine:
+    """API requests: every statement is cut off after DB_STATEMENT_TIMEOUT_SECONDS."""
+    # as many connections as the threadpool runs sync endpoints at once (40), so busy moments
+    # reuse connections instead of opening and closing overflow ones
+    return make_engine(40, 10, statement_timeout=settings.DB_STATEMENT_TIMEOUT_SECONDS)
+
+
+@functools.cache
+def background_engine() -> Engine:
+    """Ingest runs, their heartbeats and migrations: a pool of their own, so API reads that
+    exhaust theirs can never keep a run from proving it is alive or from finishing; no
+    statement timeout (a load or a migration may take long)."""
+    return make_engine(4, 4, statement_timeout=None)
+
+
+@functools.cache
+def probe_engine() -> Engine:
+    """Readiness checks: a fresh connection each time, nothing waits on a pool."""
+    return make_engine(0, 0, statement_timeout=1, connect_timeout=2)
+
+
+def make_engine(
+    pool_size: int, max_overflow: int, statement_timeout: float | None, connect_timeout: int = 0
+) -> Engine:
+    options = "-c timezone=UTC"
+    if statement_timeout is not None:
+        options += f" -c statement_timeout={int(statement_timeout * 1000)}"
+    connect_args = {
+        "application_name": "crew-etl",
+        "options": options,
+        "connect_timeout": connect_timeout or settings.DB_CONNECT_TIMEOUT_SECONDS,
+        # a server that vanished without closing the connection is noticed in about 25 s
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+    if pool_size == 0:
+        return create_engine(database_url(), poolclass=NullPool, connect_args=connect_args)
     engine = create_engine(
         database_url(),
-        # as many connections as the threadpool runs sync endpoints at once (40), so busy
-        # moments reuse connections instead of opening and closing overflow ones
-        pool_size=40,
-        max_overflow=10,
-        connect_args={"application_name": "crew-etl", "options": "-c timezone=UTC"},
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
+        connect_args=connect_args,
     )
     # instead of pool_pre_ping, whose SELECT 1 on every checkout cost a read nearly as much as
     # its statement
@@ -45,8 +82,15 @@ def get_engine() -> Engine:
     return engine
 
 
+@functools.cache
+def autocommit_engine() -> Engine:
+    return get_engine().execution_options(isolation_level="AUTOCOMMIT")
+
+
 def get_session() -> Iterator[Session]:
-    with Session(get_engine()) as session:
+    """A request's session, in autocommit: each statement is its own transaction, so nothing
+    stays open, or locked, while the response is sent and the session closed after it."""
+    with Session(autocommit_engine()) as session:
         yield session
 
 
@@ -98,7 +142,7 @@ def schema_is_current() -> bool:
     from sqlalchemy.exc import ProgrammingError
 
     heads = migration_heads()
-    with get_engine().connect() as connection:
+    with probe_engine().connect() as connection:
         try:
             rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
             return set(rows) == heads

@@ -34,6 +34,7 @@ INGEST_RUN: dict[str, Any] = {
     "created_at": "2026-11-26T12:34:29.412006Z",
     "started_at": "2026-11-26T12:34:29.431950Z",
     "finished_at": "2026-11-26T12:34:29.870114Z",
+    "heartbeat_at": "2026-11-26T12:34:29.431950Z",
 }
 
 # The snapshot's Douglas Hurley, as a record arriving with a status the model does not know.

@@ -122,6 +122,14 @@ def retry_reason(cause: BaseException) -> str:
 
 def log_retry(details: Any) -> None:
     """stamina retry hook: the page and URL come from the context `extract` binds."""
+    if type(details.caused_by).__module__.startswith("sqlalchemy"):
+        structlog.get_logger("crew_etl.ingest").warning(
+            "database write retried",
+            attempt=details.retry_num,
+            reason=type(getattr(details.caused_by, "orig", None) or details.caused_by).__name__,
+            wait_seconds=round(details.wait_for, 2),
+        )
+        return
     structlog.get_logger("crew_etl.extract").warning(
         "upstream request retried",
         attempt=details.retry_num,

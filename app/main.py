@@ -10,9 +10,12 @@ from types import FrameType
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -20,9 +23,9 @@ from starlette.routing import Match
 from app import metrics
 from app.api import crew, health, history, ingest, status
 from app.config import settings
-from app.db import database_location, get_engine, migrate
-from app.ingest import service
-from app.ingest.ownership import fail_orphaned_runs, lease
+from app.db import database_location, migrate
+from app.ingest import registry, runs, service
+from app.ingest.watchdog import watchdog
 from app.logs import AccessLog, configure_logging
 from app.scheduler import run_schedule
 
@@ -31,6 +34,7 @@ configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 log = structlog.get_logger("crew_etl")
 
 SHUTDOWN_GRACE_SECONDS = 25
+RETRY_AFTER_SECONDS = 5
 DOCS_ASSETS = "/docs-assets"
 
 
@@ -43,7 +47,8 @@ def interrupt_runs_on_signals() -> None:
         previous = signal.getsignal(signum)
 
         def handler(received: int, frame: FrameType | None, previous: object = previous) -> None:
-            service.interrupt_local_runs(f"interrupted: received {signal.Signals(received).name}")
+            reason = f"interrupted: received {signal.Signals(received).name}"
+            service.interrupt_local_runs(reason, and_later_ones=True)
             if callable(previous):
                 previous(received, frame)
 
@@ -57,10 +62,9 @@ async def start_up(app: FastAPI) -> None:
         log.warning("INGEST_API_TOKEN is not set: anyone who can reach the API can start runs")
     if settings.MIGRATE_ON_START:
         await run_in_threadpool(migrate)
-    await run_in_threadpool(lease.hold, get_engine())
-    failed = await run_in_threadpool(fail_orphaned_runs, get_engine())
-    if failed:
-        log.warning("marked interrupted runs failed", run_ids=failed)
+    await run_in_threadpool(runs.reap_stale, settings.INGEST_STALE_AFTER_SECONDS)
+    registry.accept_runs()
+    watchdog.start()  # heartbeats for this process's runs; ends runs abandoned by any process
     app.state.recovered = True
 
 
@@ -76,7 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.cancel()
     service.interrupt_local_runs("interrupted: service shutting down")
     await run_in_threadpool(service.wait_for_local_runs, SHUTDOWN_GRACE_SECONDS)
-    lease.release()
+    watchdog.stop()
 
 
 # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the service itself (no CDN)
@@ -94,9 +98,29 @@ app.include_router(ingest.router)
 app.include_router(health.router)
 app.include_router(status.router)
 app.add_middleware(AccessLog)
-Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app).expose(
-    app, include_in_schema=False
-)
+Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app)
+
+
+@app.get("/metrics", include_in_schema=False)
+async def read_metrics() -> Response:
+    """Prometheus exposition, on the event loop: it answers while every worker thread waits."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@app.exception_handler(OperationalError)
+@app.exception_handler(InterfaceError)
+@app.exception_handler(PoolTimeout)
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """A database that is down, restarting or too slow is a 503 to retry, never a 500 or a hang
+    (connect, pool and statement timeouts bound how long a request waits for it)."""
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    log.warning("database unavailable", path=request.url.path, cause=cause)
+    body = {
+        "detail": "the database is unavailable or too slow right now; try again shortly",
+        "cause": cause,
+    }
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return JSONResponse(body, status_code=503, headers=headers)
 
 
 @app.exception_handler(405)

@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING
 
 import stamina.instrumentation
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from stamina.instrumentation import RetryDetails
 
 from app.logs import log_retry
@@ -53,9 +55,15 @@ def observe_finished_run(run: "IngestRun", duration_seconds: float) -> None:
 def count_retry(details: RetryDetails) -> None:
     """stamina retry hook: one increment per retried upstream request, by cause."""
     cause = details.caused_by
+    if is_database_error(cause):  # a run's record being written while the database is away
+        return
     status = getattr(cause, "status_code", None)
     reason = f"http_{status}" if status is not None else type(cause).__name__
     UPSTREAM_RETRIES.labels(reason=reason).inc()
+
+
+def is_database_error(cause: BaseException) -> bool:
+    return isinstance(cause, (DBAPIError, PoolTimeout))
 
 
 def install_retry_hooks() -> None:

@@ -220,8 +220,10 @@ class IngestRun(IngestRunBase, table=True):
     finished_at: datetime | None = _timestamp()
     allow_mass_delete: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
     cancel_requested: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
-    # Advisory-lock key of the process that owns the run; see app/ingest/ownership.py.
+    # Random id of the process that owns the run; every change of its state is fenced on it.
     owner_id: int | None = Field(default=None, sa_type=BigInteger)
+    # The owner's last sign of life; see app/ingest/watchdog.py.
+    heartbeat_at: datetime | None = _timestamp()
     # Interval number of a scheduled run: one run per interval across replicas.
     schedule_slot: int | None = Field(default=None, sa_type=BigInteger)
 
@@ -234,6 +236,9 @@ class IngestRunPublic(IngestRunBase):
     created_at: datetime = Field(description="When the run was queued")
     started_at: datetime | None = Field(description="When it started; null while queued")
     finished_at: datetime | None = Field(description="When it ended; null until then")
+    heartbeat_at: datetime | None = Field(
+        default=None, description="The owning process's last sign of life while it ran"
+    )
 
 
 # A record the upstream sent that did not pass validation, kept as received.

@@ -34,6 +34,7 @@ os.environ.update(
     HTTP_BACKOFF_INITIAL_SECONDS="0.01",
     HTTP_BACKOFF_MAX_SECONDS="1",
     INGEST_INTERVAL_SECONDS="0",
+    INGEST_STALE_AFTER_SECONDS="10",
     LOG_FORMAT="json",
 )
 os.environ.pop("INGEST_API_TOKEN", None)

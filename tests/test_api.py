@@ -149,7 +149,7 @@ def test_rejects_are_listed_with_errors_and_raw_record(
 
 
 def test_health_and_readiness(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {}, "problems": []}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": True, "migrations": True, "recovery": True}

@@ -95,7 +95,7 @@ def start_slow_run(server: Server, upstream: FakeUpstream) -> int:
     return run_id
 
 
-def test_sigkill_mid_load_keeps_the_snapshot_and_the_next_start_fails_the_orphan(
+def test_sigkill_mid_load_keeps_the_snapshot_and_the_orphan_is_ended_when_stale(
     servers: Callable[..., Server], upstream: FakeUpstream
 ) -> None:
     first = servers()
@@ -110,8 +110,9 @@ def test_sigkill_mid_load_keeps_the_snapshot_and_the_next_start_fails_the_orphan
     assert crew_checksum() == before
     assert run_row(run_id).status == "running"  # nobody has noticed yet
     restarted = servers()
+    wait_until(lambda: run_row(run_id).status != "running", timeout=60)  # once it is stale
     status, error, _ = run_row(run_id)
-    assert status == "failed" and error.startswith("interrupted")
+    assert status == "failed" and error.startswith("abandoned: no heartbeat since"), error
     upstream.page_delay_seconds = 0
     assert load_snapshot(restarted) != before
     assert replica.ready()

@@ -390,7 +390,7 @@ def test_database_down_answers_503_with_readiness(
 
     nowhere = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/none")
     monkeypatch.setattr(status, "get_engine", lambda: nowhere)
-    monkeypatch.setattr(health, "get_engine", lambda: nowhere)
+    monkeypatch.setattr(health, "probe_engine", lambda: nowhere)
 
     html = client.get("/")
     data = client.get("/", headers=JSON)

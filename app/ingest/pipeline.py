@@ -1,0 +1,211 @@
+"""What a run does: extract -> validate -> load in one transaction, watching for reasons to stop.
+
+How a run is created, and how its end is recorded, is app/ingest/service.py's business.
+"""
+
+import queue
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+
+from app.config import settings
+from app.db import background_engine
+from app.ingest import changes, extract, load, registry, runs, validate
+from app.ingest.prefetch import Prefetcher
+from app.ingest.watchdog import timed_out
+from app.models import IngestRun, RunStatus
+
+log = structlog.get_logger("crew_etl.ingest")
+
+POLL_SECONDS = 0.5  # how often a run waiting on the upstream checks whether it must stop
+CHANGES_SPOOL_BYTES = 8 * 1024 * 1024  # a dry run's change list beyond this waits on disk
+
+
+class RunStopped(Exception):
+    """Raised inside a run to end it without committing; carries the final status."""
+
+    def __init__(self, status: RunStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass
+class RunCounts:
+    pages_fetched: int = 0
+    records_fetched: int = 0
+    records_valid: int = 0
+    records_rejected: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0
+    rows_deleted: int = 0
+    rows_kept: int = 0
+    rejects_not_stored: int = 0
+
+
+ProgressCallback = Callable[[RunCounts], None]
+
+
+def run_pipeline(
+    local: registry.LocalRun,
+    run: IngestRun,
+    counts: RunCounts,
+    drift: validate.SchemaDrift,
+    on_progress: ProgressCallback,
+) -> None:
+    """Everything a run writes to `crew` happens in this one transaction, committed at the end."""
+    policy = extract.FetchPolicy.from_settings(settings)
+    connection = background_engine().raw_connection()
+    connection.detach()  # named after the run (see runs.LOAD_CONNECTION_NAME): never pooled
+    try:
+        local.backend_pid = connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+        cursor = connection.cursor()
+        name = runs.LOAD_CONNECTION_NAME.format(run_id=local.run_id)
+        cursor.execute("SELECT set_config('application_name', %s, false)", (name,))
+        connection.commit()
+        active_before = load.begin(cursor)
+        with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
+            pages = Prefetcher(extract.iter_pages(client, settings.SPACEX_API_URL, policy))
+            try:
+                while (page := next_page(local, pages)) is not None:
+                    load_one_page(cursor, local, page, counts, drift)
+                    on_progress(counts)
+            finally:
+                pages.close()
+        load.refuse_many_rejects(
+            counts.records_rejected, counts.records_fetched, settings.INGEST_MAX_REJECT_FRACTION
+        )
+        counts.rows_kept, counts.rows_deleted = load.soft_delete_vanished(
+            cursor,
+            local.run_id,
+            active_before,
+            settings.INGEST_MAX_DELETE_FRACTION,
+            run.allow_mass_delete,
+        )
+        check_stop(local)
+        if run.dry_run:
+            finish_dry_run(cursor, local.run_id, counts, drift)
+            return
+        commit_success(cursor, local.run_id, counts, drift)
+        local.backend_pid = None  # committed: nothing left for the watchdog to cancel
+        refresh_statistics(cursor, counts, active_before)
+    except BaseException:
+        quietly(connection.rollback)  # on a dead connection this fails too: keep the cause
+        raise
+    finally:
+        local.backend_pid = None
+        quietly(connection.close)
+
+
+def quietly(action: Callable[[], object]) -> None:
+    """Clean-up after a failure must not replace the failure (a rollback on a connection the
+    server closed says "connection already closed", hiding why it closed)."""
+    try:
+        action()
+    except Exception as exc:
+        log.debug("clean-up failed after an earlier error", error=type(exc).__name__)
+
+
+def commit_success(
+    cursor: Any, run_id: int, counts: RunCounts, drift: validate.SchemaDrift
+) -> None:
+    """Record success in the load transaction and commit both, or stop as cancelled."""
+    if not runs.commit_succeeded(cursor, run_id, counts, load.jsonb_text(drift.as_json())):
+        raise RunStopped(RunStatus.cancelled, "cancelled on request")
+    cursor.connection.commit()
+
+
+def finish_dry_run(
+    cursor: Any, run_id: int, counts: RunCounts, drift: validate.SchemaDrift
+) -> None:
+    """Keep the run's change list, roll back everything it loaded, then record it succeeded."""
+    with tempfile.SpooledTemporaryFile(max_size=CHANGES_SPOOL_BYTES) as spooled:
+        changes.spool(cursor, run_id, spooled)
+        cursor.connection.rollback()
+        spooled.seek(0)
+        changes.keep(cursor, spooled)
+    commit_success(cursor, run_id, counts, drift)
+
+
+def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
+    """After a run that wrote rows, empty the GIN pending lists it filled, and ANALYZE after a
+    large change (autovacuum's 10% rule, applied at once), so the very next reads are planned
+    with the new row counts; a first load would otherwise be planned blind."""
+    written = counts.rows_inserted + counts.rows_updated + counts.rows_deleted
+    if not written:
+        return
+    try:
+        load.clean_gin_pending_lists(cursor)
+        if written > 0.1 * active_before:
+            cursor.execute("ANALYZE crew, crew_versions")
+        cursor.connection.commit()
+    except Exception:  # the run is committed; stale statistics and pending lists cost speed
+        log.warning("index upkeep after the run failed", exc_info=True)
+        quietly(cursor.connection.rollback)
+
+
+def next_page(local: registry.LocalRun, pages: Prefetcher[extract.Page]) -> extract.Page | None:
+    """Wait for the prefetched page, stopping as soon as the run is told to (signal, cancel,
+    deadline, another process ending it)."""
+    while True:
+        check_stop(local)
+        try:
+            return pages.next(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+
+
+def check_stop(local: registry.LocalRun) -> None:
+    if local.stop_reason is not None:
+        raise RunStopped(RunStatus(local.stop_status), local.stop_reason)
+    if time.monotonic() > local.deadline:
+        raise RunStopped(RunStatus.failed, timed_out(local))
+
+
+def load_one_page(
+    cursor: Any,
+    local: registry.LocalRun,
+    page: extract.Page,
+    counts: RunCounts,
+    drift: validate.SchemaDrift,
+) -> None:
+    drift.observe(page.records)
+    checked = validate.validate_page(page.records)
+    page_json = validate.PAGE_ADAPTER.dump_json(checked.crew).decode()
+    result = load.load_page(cursor, local.run_id, page_json, len(checked.crew))
+    load.keep_rows(cursor, validate.known_ids(checked.rejects))
+    rejects = checked.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
+    stored = counts.records_rejected - counts.rejects_not_stored
+    to_store = rejects[: max(settings.INGEST_MAX_REJECTS_PER_RUN - stored, 0)]
+    counts.pages_fetched += 1
+    counts.records_fetched += len(page.records)
+    counts.records_valid += len(checked.crew) - len(result.repeated_ids)
+    counts.records_rejected += len(rejects)
+    counts.rejects_not_stored += len(rejects) - len(to_store)
+    counts.rows_inserted += result.inserted
+    counts.rows_updated += result.updated
+    counts.rows_unchanged += result.unchanged
+    local.page = counts.pages_fetched + 1
+    if record_progress(local.run_id, counts, to_store):
+        raise RunStopped(RunStatus.cancelled, "cancelled on request")
+
+
+def record_progress(run_id: int, counts: RunCounts, rejects: list[validate.Reject]) -> bool:
+    """Save progress and rejects outside the load transaction; return whether cancel was asked.
+    Raises runs.RunLost when another process ended the run."""
+    progress = {
+        k: v for k, v in asdict(counts).items() if k.startswith(("pages", "records", "rejects"))
+    }
+    connection = background_engine().raw_connection()
+    try:
+        cursor = connection.cursor()
+        load.save_rejects(cursor, run_id, rejects)
+        cancel = runs.record_progress(cursor, run_id, progress)
+        connection.commit()
+    finally:
+        quietly(connection.close)
+    return cancel
