@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from app.db import database_url, migration_heads
 from tests.conftest import crew_checksum, query_one, run_row, wait_until
-from tests.fake_upstream import FakeUpstream, free_port
+from tests.fake_upstream import FakeUpstream, free_port, synthetic_crew
 
 PROJECT = Path(__file__).resolve().parent.parent
 UVICORN = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
@@ -85,8 +85,10 @@ def load_snapshot(server: Server) -> str:
 
 
 def start_slow_run(server: Server, upstream: FakeUpstream) -> int:
-    """A run that changes every row, slowed down so it is caught half-way through its load."""
+    """A run that changes every row, slowed down so it is caught half-way through its load
+    (50 pages of 2, one a second: still loading while another server starts)."""
     upstream.records = [{**r, "status": "retired"} for r in upstream.records]
+    upstream.records += [synthetic_crew(index) for index in range(82)]
     upstream.page_delay_seconds = 1.0
     response = server.post("/ingest")
     assert response.status_code == 202
