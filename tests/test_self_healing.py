@@ -298,12 +298,13 @@ def test_a_locked_database_starves_neither_health_checks_nor_metrics(
 ) -> None:
     server = start(DB_STATEMENT_TIMEOUT_SECONDS="6")
     load_snapshot(server, db)
+    member = db.one("SELECT id FROM crew LIMIT 1")[0]
     locked = threading.Event()
 
     def hold_lock() -> None:
         connection = psycopg2.connect(**db.dsn)
         with connection.cursor() as cursor:
-            cursor.execute("LOCK TABLE crew IN ACCESS EXCLUSIVE MODE")
+            cursor.execute("LOCK TABLE crew, crew_versions IN ACCESS EXCLUSIVE MODE")
             locked.set()
             time.sleep(10)
         connection.rollback()
@@ -312,8 +313,10 @@ def test_a_locked_database_starves_neither_health_checks_nor_metrics(
     holder = threading.Thread(target=hold_lock)
     holder.start()
     locked.wait(10)
-    with ThreadPoolExecutor(max_workers=60) as pool:
-        reads = [pool.submit(httpx.get, f"{server.url}/crew", timeout=30) for _ in range(60)]
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        # reads of the list (8 threads of their own), and of histories (the 40 of the pool)
+        urls = [f"{server.url}/crew"] * 60 + [f"{server.url}/crew/{member}/history"] * 40
+        reads = [pool.submit(httpx.get, url, timeout=30) for url in urls]
         time.sleep(1)  # every worker thread now waits on the lock
         paths = ("/healthz", "/readyz", "/metrics") * 3
         samples = [(path, *timed_get(f"{server.url}{path}")) for path in paths]

@@ -8,6 +8,7 @@ import anyio.to_thread
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from app.config import settings
@@ -43,15 +44,27 @@ T = TypeVar("T")
 # came: more threads only take turns at the GIL in random order, which widens the latency tail.
 READ_THREADS = 8
 read_threads = anyio.CapacityLimiter(READ_THREADS)
+read_turns = anyio.Semaphore(READ_THREADS)  # first come, first served; a wait can time out
 read_connection = contextmanager(get_read_connection)
 
 
 async def in_read_thread(function: Callable[..., T], *args: Any) -> T:
     """`function(connection, *args)` in a worker thread with a read connection: one thread hop
-    per request (a sync endpoint with a generator dependency makes three)."""
+    per request (a sync endpoint with a generator dependency makes three). A read that waits
+    longer than DB_POOL_TIMEOUT_SECONDS for its turn (the database is slow, the queue long)
+    answers 503, like one that waits that long for a pooled connection."""
 
     def run() -> T:
         with read_connection() as connection:
             return function(connection, *args)
 
-    return await anyio.to_thread.run_sync(run, limiter=read_threads)
+    with anyio.move_on_after(settings.DB_POOL_TIMEOUT_SECONDS) as waiting:
+        await read_turns.acquire()
+    if waiting.cancelled_caught:
+        raise PoolTimeout(
+            f"no read thread free within DB_POOL_TIMEOUT_SECONDS ({READ_THREADS} busy)"
+        )
+    try:  # threads of their own: a thread pool full of other work does not hold reads up
+        return await anyio.to_thread.run_sync(run, limiter=read_threads)
+    finally:
+        read_turns.release()
