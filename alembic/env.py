@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import app.change_models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from app.config import settings
 from app.db import background_engine
 from app.logs import configure_logging

@@ -34,7 +34,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.models import Crew, CrewPublic, CrewVersion
+from app.change_models import CrewVersion
+from app.models import Crew, CrewPublic
 
 SortKey = Literal[
     "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"

@@ -6,7 +6,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from app.api import conditional
 from app.api.deps import ReadConnectionDep
-from app.models import HEX24_ANY_CASE, CrewVersionPublic, Page
+from app.change_models import CrewVersionPublic
+from app.models import HEX24_ANY_CASE, Page
 
 router = APIRouter(prefix="/crew", tags=["crew"])
 

@@ -7,10 +7,9 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from app.api.deps import ReadConnectionDep, SessionDep, WriteAccess
+from app.change_models import ChangeOp, ChangePublic
 from app.ingest import changes, service
 from app.models import (
-    ChangeOp,
-    ChangePublic,
     IngestReject,
     IngestRejectPublic,
     IngestRun,
