@@ -137,14 +137,12 @@ def migration_heads() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def schema_is_current() -> bool:
+def schema_is_current(connection: Connection) -> bool:
     from sqlalchemy import text
     from sqlalchemy.exc import ProgrammingError
 
-    heads = migration_heads()
-    with probe_engine().connect() as connection:
-        try:
-            rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
-            return set(rows) == heads
-        except ProgrammingError:  # no alembic_version table yet
-            return False
+    try:
+        rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        return set(rows) == migration_heads()
+    except ProgrammingError:  # no alembic_version table yet
+        return False

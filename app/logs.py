@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SHARED_PROCESSORS: list[structlog.typing.Processor] = [
@@ -120,9 +122,14 @@ def retry_reason(cause: BaseException) -> str:
     return f"http_{status}" if status is not None else type(cause).__name__
 
 
+def is_database_error(cause: BaseException) -> bool:
+    """A retry of a run's record while the database is away, not of an upstream request."""
+    return isinstance(cause, (DBAPIError, PoolTimeout))
+
+
 def log_retry(details: Any) -> None:
     """stamina retry hook: the page and URL come from the context `extract` binds."""
-    if type(details.caused_by).__module__.startswith("sqlalchemy"):
+    if is_database_error(details.caused_by):
         structlog.get_logger("crew_etl.ingest").warning(
             "database write retried",
             attempt=details.retry_num,

@@ -4,11 +4,9 @@ from typing import TYPE_CHECKING
 
 import stamina.instrumentation
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from stamina.instrumentation import RetryDetails
 
-from app.logs import log_retry
+from app.logs import is_database_error, log_retry
 
 if TYPE_CHECKING:
     from app.models import IngestRun
@@ -60,10 +58,6 @@ def count_retry(details: RetryDetails) -> None:
     status = getattr(cause, "status_code", None)
     reason = f"http_{status}" if status is not None else type(cause).__name__
     UPSTREAM_RETRIES.labels(reason=reason).inc()
-
-
-def is_database_error(cause: BaseException) -> bool:
-    return isinstance(cause, (DBAPIError, PoolTimeout))
 
 
 def install_retry_hooks() -> None:

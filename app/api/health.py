@@ -41,10 +41,10 @@ def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str]]:
     checks = {"database": False, "migrations": False, "recovery": False}
     problems: list[str] = []
     try:
-        with probe_engine().connect() as connection:
+        with probe_engine().connect() as connection:  # one connection for both checks
             connection.execute(text("SELECT 1"))
-        checks["database"] = True
-        checks["migrations"] = schema_is_current()
+            checks["database"] = True
+            checks["migrations"] = schema_is_current(connection)
         if not checks["migrations"]:
             problems.append("the schema is not at the newest migration")
     except Exception as exc:  # a down database is an answer here, not an error
