@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     Index,
     String,
@@ -131,7 +132,13 @@ class Crew(CrewBase, table=True):
     # One (sort key, id) index per sort of GET /crew, serving its filter too (migration 0006).
     __table_args__ = (
         Index("ix_crew_agency_key_id", func.coalesce(func.lower(text("agency")), ""), "id"),
-        Index("ix_crew_name_id", "name", "id"),
+        # Carries the other filters' columns: a name-sorted page is an index-only walk (0011).
+        Index(
+            "ix_crew_name_id",
+            "name",
+            "id",
+            postgresql_include=["name_folded", "status", "agency", "deleted_at", "launches"],
+        ),
         Index("ix_crew_status_id", "status", "id"),
         Index("ix_crew_updated_at_id", "updated_at", "id"),
         Index("ix_crew_launches", "launches", postgresql_using="gin"),
@@ -140,6 +147,10 @@ class Crew(CrewBase, table=True):
     created_at: datetime | None = timestamp(nullable=False, server_default=func.now())
     updated_at: datetime | None = timestamp(nullable=False, server_default=func.now())
     deleted_at: datetime | None = timestamp()
+    # lower(name), kept by PostgreSQL: the name filter compares it with LIKE (migration 0011).
+    name_folded: str | None = Field(
+        default=None, sa_column=Column(Text, Computed("lower(name)", persisted=True))
+    )
 
 
 # What the API returns for a crew member.

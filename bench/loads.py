@@ -141,7 +141,9 @@ def index_costs(url: str, rows: str) -> list[Row]:
     for label, statements in variants.items():
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS crew_cost")
-            cursor.execute("CREATE TABLE crew_cost (LIKE crew INCLUDING DEFAULTS)")
+            cursor.execute(
+                "CREATE TABLE crew_cost (LIKE crew INCLUDING DEFAULTS INCLUDING GENERATED)"
+            )
             cursor.execute("ALTER TABLE crew_cost ADD PRIMARY KEY (id)")
             for statement in statements:
                 cursor.execute(statement)

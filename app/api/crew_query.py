@@ -70,10 +70,11 @@ def crew_as_of() -> FromClause:
     crew, versions = Crew.__table__.c, CrewVersion.__table__.c  # type: ignore[attr-defined]
     renamed = {"id": versions.crew_id, "updated_at": versions.valid_from}
     infinity = literal_column("'infinity'::timestamptz", DateTime(timezone=True))
-    current = select(*(crew[f] for f in PUBLIC_FIELDS), infinity.label("until"))
+    current = select(*(crew[f] for f in PUBLIC_FIELDS), infinity.label("until"), crew.name_folded)
     past = select(
         *(renamed.get(f, versions.get(f)).label(f) for f in PUBLIC_FIELDS),
         versions.valid_to.label("until"),
+        func.lower(versions.name).label("name_folded"),
     )
     both = union_all(current, past).subquery("crew_and_versions")
     as_of = bindparam("as_of", type_=DateTime(timezone=True))
@@ -110,10 +111,21 @@ def crew_condition(name: str, c: Any) -> ColumnElement[bool]:
         case "status":
             return c.status == bindparam("status")  # type: ignore[no-any-return]
         case "name":
-            return c.name.ilike(bindparam("name"), escape="\\")  # type: ignore[no-any-return]
+            # ILIKE as PostgreSQL computes it (lower() of both sides, then LIKE), with the
+            # crew's lower(name) stored (migration 0011) rather than computed per row.
+            return c.name_folded.like(func.lower(bindparam("name")), escape="\\")  # type: ignore[no-any-return]
         case "launch":
             return c.launches.contains(bindparam("launch", type_=ARRAY(String(24))))  # type: ignore[no-any-return]
     raise ValueError(f"unknown crew filter {name!r}")
+
+
+# The order filters are checked in, row by row: PostgreSQL keeps the written order for conditions
+# of equal cost, and a walk in sort order can pass many rows, so the array test comes last.
+CHEAPEST_FIRST = ("live", "status", "agency", "name", "launch")
+
+# Sorts whose index carries every filter's column (migration 0011): their page's ids come from an
+# index-only walk, and only the page's rows are read from the table.
+COVERING_SORTS = {"name"}
 
 
 def directed(descending: bool, *keys: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
@@ -142,11 +154,18 @@ def compiled(statement: Any) -> str:
     return str(statement.compile(dialect=DIALECT))
 
 
+def rows_of(found: Any) -> Any:
+    """The crew rows of the (id, sort_key) pairs `found`, as the `page` CTE."""
+    crew = Crew.__table__.alias("member_row")  # type: ignore[attr-defined]
+    columns = (public_column(crew.c, f) for f in PUBLIC_FIELDS)
+    return select(*columns, found.c.sort_key).join(found, found.c.id == crew.c.id).cte("page")
+
+
 @functools.cache
 def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool) -> ListQuery:
     """The statements for one combination of source, filters, sort and paging kind."""
     relation = SOURCES[source]()
-    conditions = [crew_condition(name, relation.c) for name in sorted(filters)]
+    conditions = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in filters]
     matches: Select[Any] = select(literal_column("1")).select_from(relation).where(*conditions)
     descending, sort_key = sort.startswith("-"), SORT_KEYS[sort.lstrip("-")]
     key, limit = sort_key(relation.c), bindparam("limit", type_=Integer)
@@ -156,14 +175,18 @@ def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool
         after = tuple_(bindparam("after_key"), bindparam("after_id"))
         where.append(position < after if descending else position > after)
     # One row beyond the page tells whether another page follows.
-    page = (
-        select(*(public_column(relation.c, f) for f in PUBLIC_FIELDS), key.label("sort_key"))
+    found = (
+        select(relation.c.id, key.label("sort_key"))
         .where(*where)
         .order_by(*directed(descending, key, relation.c.id))
         .offset(bindparam("offset"))
         .limit(limit + literal_column("1"))
-        .cte("page")
     )
+    if source == "crew" and sort.lstrip("-") in COVERING_SORTS:
+        page = rows_of(found.cte("found"))
+    else:
+        columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
+        page = found.with_only_columns(*columns, key.label("sort_key")).cte("page")
     in_page_order = directed(descending, page.c.sort_key, page.c.id)
     member = (
         select(*(page.c[f] for f in PUBLIC_FIELDS))

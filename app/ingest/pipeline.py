@@ -132,20 +132,24 @@ def finish_dry_run(
 
 
 def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
-    """After a run that wrote rows, empty the GIN pending lists it filled, and ANALYZE after a
-    large change (autovacuum's 10% rule, applied at once), so the very next reads are planned
-    with the new row counts; a first load would otherwise be planned blind."""
+    """After a run that wrote rows: empty the GIN pending lists it filled; VACUUM crew, so that
+    the visibility map covers the rows it wrote (until then an index-only walk, such as a
+    name-sorted page, visits the table for each of them); and ANALYZE after a large change
+    (autovacuum's 10% rule, applied at once), so the very next reads are planned with the new
+    row counts. A first load would otherwise be planned blind and read slowly until autovacuum
+    comes by."""
     written = counts.rows_inserted + counts.rows_updated + counts.rows_deleted
     if not written:
         return
+    large = written > 0.1 * active_before
     try:
+        cursor.connection.autocommit = True  # VACUUM runs outside a transaction
         load.clean_gin_pending_lists(cursor)
-        if written > 0.1 * active_before:
-            cursor.execute("ANALYZE crew, crew_versions")
-        cursor.connection.commit()
+        cursor.execute("VACUUM (ANALYZE) crew" if large else "VACUUM crew")
+        if large:
+            cursor.execute("ANALYZE crew_versions")
     except Exception:  # the run is committed; stale statistics and pending lists cost speed
         log.warning("index upkeep after the run failed", exc_info=True)
-        quietly(cursor.connection.rollback)
 
 
 def next_page(local: registry.LocalRun, pages: Prefetcher[extract.Page]) -> extract.Page | None:

@@ -1,0 +1,52 @@
+"""crew.name_folded (lower(name), generated) and a name index that answers name sorts alone
+
+`GET /crew?name=...&sort=name` walks the name index in order and keeps the rows whose name
+contains the text, case-insensitively. Where the matches sit late in name order that walk passes
+many rows, and each cost a heap visit plus an ILIKE, which lower-cases both sides every time. The
+walk is now an index-only scan: the name index carries the folded name and every other filter's
+column (status, agency, deleted_at, launches), and the name filter is a plain LIKE on the folded
+name. The trigram index moves to the folded name, which the filter now compares.
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+from sqlalchemy import text
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def has_trigram_index() -> bool:
+    query = text("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_crew_name_trgm'")
+    return op.get_bind().execute(query).first() is not None
+
+
+def upgrade() -> None:
+    trigram = has_trigram_index()
+    op.execute("DROP INDEX IF EXISTS ix_crew_name_trgm")
+    op.drop_index("ix_crew_name_id", table_name="crew")
+    op.execute(
+        "ALTER TABLE crew ADD COLUMN name_folded text GENERATED ALWAYS AS (lower(name)) STORED"
+    )
+    op.execute(
+        "CREATE INDEX ix_crew_name_id ON crew (name, id) "
+        "INCLUDE (name_folded, status, agency, deleted_at, launches)"
+    )
+    if trigram:
+        op.execute("CREATE INDEX ix_crew_name_trgm ON crew USING gin (name_folded gin_trgm_ops)")
+
+
+def downgrade() -> None:
+    trigram = has_trigram_index()
+    op.execute("DROP INDEX IF EXISTS ix_crew_name_trgm")
+    op.drop_index("ix_crew_name_id", table_name="crew")
+    op.drop_column("crew", "name_folded")
+    op.create_index("ix_crew_name_id", "crew", ["name", "id"])
+    if trigram:
+        op.execute("CREATE INDEX ix_crew_name_trgm ON crew USING gin (name gin_trgm_ops)")
