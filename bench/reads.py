@@ -161,6 +161,16 @@ def deep_pages(svc: Service, records: int) -> list[Row]:
     ]
 
 
+def name_walks(svc: Service) -> list[Row]:
+    """A name filter on a name sort passes every row before its first match. The matrix's `han`
+    (Hannah, Shannon) passes a quarter of the table (Anna); `vic` (Victor, the last first name
+    in name order) passes seven eighths of it ascending and none descending."""
+    return [
+        measure(svc, f"/crew?name=vic&sort={sort}&limit=100", f"name walk: name=vic&sort={sort}")
+        for sort in ("name", "-name")
+    ]
+
+
 def member_reads(svc: Service) -> list[Row]:
     return [measure(svc, f"/crew/{7:024x}", "member: GET /crew/{id}")]
 

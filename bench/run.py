@@ -11,7 +11,8 @@ Sections, in order:
    indexes alone, then with all, then with all and GIN fastupdate off;
 3. reads, one uvicorn worker, 16 connections, while every row has the same `updated_at` (one
    load): every list query (each filter alone and in pairs, each sort both ways,
-   include_deleted both ways), the last page by offset and by cursor, one member by id; the
+   include_deleted both ways), the last page by offset and by cursor, a name filter whose
+   matches come last in name order, one member by id; the
    status page `GET /`, HTML and JSON, one client after another;
 4. ingest: a re-ingest with 1% of the records changed.
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
     del copy_rows
     with reads.service(url, args.load_generator, args.read_seconds) as svc:
         rows += reads.list_reads(svc) + reads.deep_pages(svc, args.records)
+        rows += reads.name_walks(svc)
         rows += reads.member_reads(svc)
         rows += reads.as_of_reads(svc, url)
         rows += reads.status_page(svc, url)
