@@ -137,7 +137,7 @@ class Crew(CrewBase, table=True):
             "ix_crew_name_id",
             "name",
             "id",
-            postgresql_include=["name_folded", "status", "agency", "deleted_at", "launches"],
+            postgresql_include=["name_folded", "status", "agency", "deleted_at"],
         ),
         Index("ix_crew_status_id", "status", "id"),
         Index("ix_crew_updated_at_id", "updated_at", "id"),

@@ -157,3 +157,24 @@ COUNT_FIELDS = (
     "rows_unchanged",
     "rows_deleted",
 )
+
+
+def test_the_longest_names_and_launch_lists_fit_the_name_index(
+    client: TestClient, httpx_mock: HTTPXMock, crew_records: list[dict[str, Any]]
+) -> None:
+    """A btree entry holds at most 2,704 bytes. The name index carries the name twice (as is and
+    folded) and the agency: with the longest of each in four-byte characters, and a launch list
+    far beyond any crew's, the record still loads and is found by name."""
+    record = copy.deepcopy(crew_records[0])
+    record |= {
+        "name": "\U0001f680" * 200,
+        "agency": "\U0001f30d" * 100,
+        "launches": [f"{i:024x}" for i in range(1000)],
+    }
+    serve_once(httpx_mock, [record])
+
+    run = ingest(client)
+
+    assert run["status"] == "succeeded", run["error"]
+    found = client.get("/crew", params={"name": "\U0001f680" * 3, "sort": "name"}).json()
+    assert [(m["id"], len(m["launches"])) for m in found["items"]] == [(record["id"], 1000)]

@@ -123,9 +123,9 @@ def crew_condition(name: str, c: Any) -> ColumnElement[bool]:
 # of equal cost, and a walk in sort order can pass many rows, so the array test comes last.
 CHEAPEST_FIRST = ("live", "status", "agency", "name", "launch")
 
-# Sorts whose index carries every filter's column (migration 0011): their page's ids come from an
-# index-only walk, and only the page's rows are read from the table.
-COVERING_SORTS = {"name"}
+# Filters whose columns a sort's index carries besides its key (migration 0011): with only these,
+# the page's ids come from an index-only walk, and only the page's rows are read from the table.
+INDEX_ONLY_FILTERS = {"name": frozenset({"live", "name", "status", "agency"})}
 
 
 def directed(descending: bool, *keys: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
@@ -182,7 +182,7 @@ def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool
         .offset(bindparam("offset"))
         .limit(limit + literal_column("1"))
     )
-    if source == "crew" and sort.lstrip("-") in COVERING_SORTS:
+    if source == "crew" and filters <= INDEX_ONLY_FILTERS.get(sort.lstrip("-"), frozenset()):
         page = rows_of(found.cte("found"))
     else:
         columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
