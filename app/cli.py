@@ -243,8 +243,11 @@ def psql(
     from app.db import database_url
 
     url = make_url(database_url()).set(drivername="postgresql")
-    arguments = [psql_executable(), url.render_as_string(hide_password=False)]
-    raise typer.Exit(subprocess.call([*arguments, *(["--command", command] if command else [])]))
+    # The password goes by environment: a command line is visible to every user (`ps`).
+    environment = os.environ | ({"PGPASSWORD": url.password} if url.password else {})
+    arguments = [psql_executable(), url.set(password=None).render_as_string(hide_password=False)]
+    arguments += ["--command", command] if command else []
+    raise typer.Exit(subprocess.call(arguments, env=environment))
 
 
 def psql_executable() -> str:

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from sqlalchemy import make_url
 from typer.testing import CliRunner
 
+from app import cli as cli_module
 from app.cli import cli
+from app.config import settings
 from app.db import database_url
 from tests.conftest import query_one
 from tests.fake_upstream import FakeUpstream, Fault
@@ -52,6 +56,28 @@ def test_runs_lists_recent_runs(upstream: FakeUpstream) -> None:
     assert lines[2].strip().startswith("page 1: HTTP 403 Forbidden")  # the error, whole
     assert lines[3].split()[:3] == ["1", "succeeded", "cli"]
     assert lines[3].split()[-1] == "18/0/0/0"
+
+
+def test_psql_gets_the_password_by_environment_not_on_its_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any user on the machine can read a process's command line (`ps`)."""
+    url = make_url(database_url()).set(password="s3cret-Pa55")
+    monkeypatch.setattr(settings, "DATABASE_URL", url.render_as_string(hide_password=False))
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    real_call = subprocess.call
+
+    def call(arguments: list[str], env: dict[str, str]) -> int:
+        calls.append((arguments, env))
+        return real_call(arguments, env=env, stdout=subprocess.DEVNULL)
+
+    monkeypatch.setattr(cli_module.subprocess, "call", call)
+    result = runner.invoke(cli, ["psql", "--command", "SELECT 1"])
+
+    assert result.exit_code == 0, result.output  # trust auth here: the password is not checked
+    ((arguments, env),) = calls
+    assert not any("s3cret" in argument for argument in arguments)
+    assert env["PGPASSWORD"] == "s3cret-Pa55"
 
 
 def test_every_command_has_help() -> None:
