@@ -9,6 +9,8 @@ scan of it, and no sort of more rows than one page.
 import contextlib
 import itertools
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,3 +154,24 @@ def test_after_a_run_a_name_sorted_page_walks_the_name_index_alone(
         ):
             walks = index_only_walks(plan_of(client, f"{url}&limit={LIMIT}"))
             assert walks.get("ix_crew_name_id") == 0, (url, walks)
+
+
+def test_a_run_whose_vacuum_cannot_get_its_lock_still_succeeds(
+    client: TestClient, upstream: FakeUpstream, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The upkeep after a run waits for its lock 5 s at most; the run stays succeeded."""
+    with get_engine().connect() as blocker:
+        blocker.execute(text("LOCK TABLE crew IN SHARE UPDATE EXCLUSIVE MODE"))  # as ANALYZE
+        release = threading.Timer(60, blocker.connection.dbapi_connection.cancel)  # never hang
+        release.start()
+        started = time.monotonic()
+        run = ingest(client)
+        waited = time.monotonic() - started
+        release.cancel()
+        blocker.rollback()
+    assert run["status"] == "succeeded", run["error"]
+    assert waited < 60  # the run did not wait for the blocker to go
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
+    (upkeep,) = [line for line in logged if line["event"] == "index upkeep after the run failed"]
+    assert "canceling statement due to lock timeout" in upkeep["exception"]
+    assert query_one("SELECT count(*) FROM crew")[0] == run["rows_inserted"] == 18

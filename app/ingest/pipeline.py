@@ -144,6 +144,10 @@ def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> No
     large = written > 0.1 * active_before
     try:
         cursor.connection.autocommit = True  # VACUUM runs outside a transaction
+        # Renamed: a connection named after a run that has ended is ended as an orphan.
+        cursor.execute("SELECT set_config('application_name', 'crew-etl upkeep', false)")
+        # Bounded: an operator's long ANALYZE or index build must not hold the run's thread.
+        cursor.execute("SET lock_timeout = '5s'; SET statement_timeout = '10min'")
         load.clean_gin_pending_lists(cursor)
         cursor.execute("VACUUM (ANALYZE) crew" if large else "VACUUM crew")
         if large:
