@@ -245,7 +245,8 @@ def psql(
     url = make_url(database_url()).set(drivername="postgresql")
     # The password goes by environment: a command line is visible to every user (`ps`).
     environment = os.environ | ({"PGPASSWORD": url.password} if url.password else {})
-    arguments = [psql_executable(), url.set(password=None).render_as_string(hide_password=False)]
+    without_password = url._replace(password=None)  # URL.set() takes None as "unchanged"
+    arguments = [psql_executable(), without_password.render_as_string(hide_password=False)]
     arguments += ["--command", command] if command else []
     raise typer.Exit(subprocess.call(arguments, env=environment))
 

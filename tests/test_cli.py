@@ -12,8 +12,8 @@ from sqlalchemy import make_url
 from typer.testing import CliRunner
 
 from app import cli as cli_module
+from app import db
 from app.cli import cli
-from app.config import settings
 from app.db import database_url
 from tests.conftest import query_one
 from tests.fake_upstream import FakeUpstream, Fault
@@ -63,7 +63,7 @@ def test_psql_gets_the_password_by_environment_not_on_its_command_line(
 ) -> None:
     """Any user on the machine can read a process's command line (`ps`)."""
     url = make_url(database_url()).set(password="s3cret-Pa55")
-    monkeypatch.setattr(settings, "DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setattr(db, "database_url", lambda: url.render_as_string(hide_password=False))
     calls: list[tuple[list[str], dict[str, str]]] = []
     real_call = subprocess.call
 
