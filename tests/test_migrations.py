@@ -54,3 +54,26 @@ def test_trigram_index_exists_exactly_where_pg_trgm_is_available() -> None:
     available = query_one("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'")[0]
     indexed = query_one("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_crew_name_trgm'")[0]
     assert indexed == available
+
+
+FOLDED_NAME_STATISTICS = (
+    "SELECT count(*) FROM pg_stats WHERE tablename = 'crew' AND attname = 'name_folded'"
+)
+
+
+def test_the_folded_name_has_statistics_right_after_its_migration() -> None:
+    """Without them the name filter's `total` is guessed from the pattern, and counted exactly."""
+    config = alembic_config(configure_logger=False)
+    try:
+        command.downgrade(config, "0010")
+        with get_engine().begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO crew (id, name, status) "
+                "SELECT lpad(to_hex(i), 24, '0'), 'Member ' || i, 'active' "
+                "FROM generate_series(1, 50) AS i"
+            )
+        command.upgrade(config, "head")
+        assert query_one(FOLDED_NAME_STATISTICS)[0] == 1
+        assert query_one("SELECT count(*) FROM crew WHERE name_folded = 'member 7'")[0] == 1
+    finally:
+        migrate()

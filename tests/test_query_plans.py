@@ -175,3 +175,26 @@ def test_a_run_whose_vacuum_cannot_get_its_lock_still_succeeds(
     (upkeep,) = [line for line in logged if line["event"] == "index upkeep after the run failed"]
     assert "canceling statement due to lock timeout" in upkeep["exception"]
     assert query_one("SELECT count(*) FROM crew")[0] == run["rows_inserted"] == 18
+
+
+def page_reads(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """The executed scans of crew that find the page: (node type, index), sorted (the newest
+    `updated_at`, read for conditional GET, left out)."""
+    return sorted(
+        (node["Node Type"], node.get("Index Name", ""))
+        for node in executed_nodes(plan)
+        if node.get("Relation Name") == "crew" and node.get("Index Name") != "ix_crew_updated_at_id"
+    )
+
+
+def test_a_name_sort_reads_ids_first_only_when_its_walk_passes_rows(
+    client: TestClient, synthetic: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a name filter or an offset, the walk passes rows it does not return: ids from the
+    index alone, then the page's rows by id. Without, the walk returns what it reads."""
+    monkeypatch.setattr(crew, "ESTIMATE_ABOVE", -1)  # `total` estimated: no count in the plan
+    plain = page_reads(plan_of(client, f"/crew?sort=name&limit={LIMIT}"))
+    assert plain == [("Index Scan", "ix_crew_name_id")]
+    two_steps = [("Index Only Scan", "ix_crew_name_id"), ("Index Scan", "crew_pkey")]
+    for url in (f"/crew?name=han&sort=name&limit={LIMIT}", "/crew?sort=-name&offset=99&limit=5"):
+        assert page_reads(plan_of(client, url)) == two_steps, url

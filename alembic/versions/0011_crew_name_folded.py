@@ -48,6 +48,9 @@ def upgrade() -> None:
     )
     if trigram:
         op.execute("CREATE INDEX ix_crew_name_trgm ON crew USING gin (name_folded gin_trgm_ops)")
+    # Statistics for the new column, or the name filter's `total` is guessed from the pattern
+    # alone (and counted exactly) until a large run analyzes the table.
+    op.execute("ANALYZE crew")
 
 
 def downgrade() -> None:

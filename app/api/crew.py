@@ -197,7 +197,7 @@ def list_page(
         if offset:
             raise invalid("offset", "offset cannot be combined with cursor", offset)
         params["after_key"], params["after_id"] = cursor_position(cursor, query_fingerprint, sort)
-    statement = list_query(source, filters, sort, keyset=cursor is not None)
+    statement = list_query(source, filters, sort, keyset=cursor is not None, skips=offset > 0)
     params["matches_sql"] = bound_sql(connection, statement.matches, values | source_params)
     body, last, last_change = connection.exec_driver_sql(statement.response, params).one()
     validators = conditional.Validators.of(last_change)

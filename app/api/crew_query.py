@@ -124,7 +124,9 @@ def crew_condition(name: str, c: Any) -> ColumnElement[bool]:
 CHEAPEST_FIRST = ("live", "status", "agency", "name", "launch")
 
 # Filters whose columns a sort's index carries besides its key (migration 0011): with only these,
-# the page's ids come from an index-only walk, and only the page's rows are read from the table.
+# the page's ids can come from an index-only walk, and then only the page's rows are read from
+# the table. That pays when the walk passes many rows it does not return (a name filter, an
+# offset); otherwise reading the rows directly is cheaper than a second lookup by id.
 INDEX_ONLY_FILTERS = {"name": frozenset({"live", "name", "status", "agency"})}
 
 
@@ -162,8 +164,11 @@ def rows_of(found: Any) -> Any:
 
 
 @functools.cache
-def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool) -> ListQuery:
-    """The statements for one combination of source, filters, sort and paging kind."""
+def list_query(
+    source: str, filters: frozenset[str], sort: SortKey, keyset: bool, skips: bool = False
+) -> ListQuery:
+    """The statements for one combination of source, filters, sort and paging kind (keyset:
+    after a cursor; skips: with an offset above 0)."""
     relation = SOURCES[source]()
     conditions = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in filters]
     matches: Select[Any] = select(literal_column("1")).select_from(relation).where(*conditions)
@@ -182,7 +187,8 @@ def list_query(source: str, filters: frozenset[str], sort: SortKey, keyset: bool
         .offset(bindparam("offset"))
         .limit(limit + literal_column("1"))
     )
-    if source == "crew" and filters <= INDEX_ONLY_FILTERS.get(sort.lstrip("-"), frozenset()):
+    walk_only = INDEX_ONLY_FILTERS.get(sort.lstrip("-"), frozenset())
+    if source == "crew" and ("name" in filters or skips) and filters <= walk_only:
         page = rows_of(found.cte("found"))
     else:
         columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
