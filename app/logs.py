@@ -122,6 +122,11 @@ def retry_reason(cause: BaseException) -> str:
     return f"http_{status}" if status is not None else type(cause).__name__
 
 
+def database_cause(exc: BaseException) -> str:
+    """The driver's exception type behind a SQLAlchemy one (`AdminShutdown`), else its own."""
+    return type(getattr(exc, "orig", None) or exc).__name__
+
+
 def is_database_error(cause: BaseException) -> bool:
     """A retry of a run's record while the database is away, not of an upstream request."""
     return isinstance(cause, (DBAPIError, PoolTimeout))
@@ -133,7 +138,7 @@ def log_retry(details: Any) -> None:
         structlog.get_logger("crew_etl.ingest").warning(
             "database write retried",
             attempt=details.retry_num,
-            reason=type(getattr(details.caused_by, "orig", None) or details.caused_by).__name__,
+            reason=database_cause(details.caused_by),
             wait_seconds=round(details.wait_for, 2),
         )
         return

@@ -26,7 +26,7 @@ from app.config import settings
 from app.db import database_location, migrate
 from app.ingest import registry, runs, service
 from app.ingest.watchdog import watchdog
-from app.logs import AccessLog, configure_logging
+from app.logs import AccessLog, configure_logging, database_cause
 from app.scheduler import run_schedule
 
 # At import, before the server logs its first line: with LOG_FORMAT=json every line is JSON.
@@ -113,7 +113,7 @@ async def read_metrics() -> Response:
 async def database_unavailable(request: Request, exc: Exception) -> Response:
     """A database that is down, restarting or too slow is a 503 to retry, never a 500 or a hang
     (connect, pool and statement timeouts bound how long a request waits for it)."""
-    cause = type(getattr(exc, "orig", None) or exc).__name__
+    cause = database_cause(exc)
     log.warning("database unavailable", path=request.url.path, cause=cause)
     body = {
         "detail": "the database is unavailable or too slow right now; try again shortly",

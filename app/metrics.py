@@ -6,7 +6,7 @@ import stamina.instrumentation
 from prometheus_client import Counter, Gauge, Histogram
 from stamina.instrumentation import RetryDetails
 
-from app.logs import is_database_error, log_retry
+from app.logs import is_database_error, log_retry, retry_reason
 
 if TYPE_CHECKING:
     from app.models import IngestRun
@@ -55,9 +55,7 @@ def count_retry(details: RetryDetails) -> None:
     cause = details.caused_by
     if is_database_error(cause):  # a run's record being written while the database is away
         return
-    status = getattr(cause, "status_code", None)
-    reason = f"http_{status}" if status is not None else type(cause).__name__
-    UPSTREAM_RETRIES.labels(reason=reason).inc()
+    UPSTREAM_RETRIES.labels(reason=retry_reason(cause)).inc()
 
 
 def install_retry_hooks() -> None:

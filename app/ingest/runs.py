@@ -59,7 +59,8 @@ WHERE {OWNED_AND_RUNNING}
 # The load connection of a run names it, so a process that ends an abandoned run can also end
 # the transaction its silent owner still holds open (and the row locks that would block the
 # next run); the owner, if it wakes up, finds its connection gone.
-LOAD_CONNECTION_NAME = "crew-etl run {run_id}"
+LOAD_CONNECTION_PREFIX = "crew-etl run "
+LOAD_CONNECTION_NAME = LOAD_CONNECTION_PREFIX + "{run_id}"
 END_LOAD_CONNECTIONS = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE application_name = ANY(%(names)s) AND datname = current_database()
@@ -67,7 +68,7 @@ WHERE application_name = ANY(%(names)s) AND datname = current_database()
 """
 END_ORPHANED_LOAD_CONNECTIONS = """
 SELECT count(pg_terminate_backend(a.pid))
-FROM pg_stat_activity a JOIN ingest_runs r ON a.application_name = 'crew-etl run ' || r.id
+FROM pg_stat_activity a JOIN ingest_runs r ON a.application_name = %(prefix)s || r.id
 WHERE r.status NOT IN ('queued', 'running') AND a.datname = current_database()
   AND a.pid <> pg_backend_pid()
 """
@@ -191,7 +192,10 @@ def end_load_connections(run_ids: list[int] | None, engine: Engine | None = None
     running: an owner that lost its run must not keep its transaction, or its locks, open."""
     with short_transaction(engine) as connection:
         if run_ids is None:
-            return int(connection.exec_driver_sql(END_ORPHANED_LOAD_CONNECTIONS).scalar_one())
+            params = {"prefix": LOAD_CONNECTION_PREFIX}
+            return int(
+                connection.exec_driver_sql(END_ORPHANED_LOAD_CONNECTIONS, params).scalar_one()
+            )
         names = [LOAD_CONNECTION_NAME.format(run_id=run_id) for run_id in run_ids]
         ended = connection.exec_driver_sql(END_LOAD_CONNECTIONS, {"names": names})
         return int(ended.scalar_one())

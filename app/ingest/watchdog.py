@@ -25,7 +25,7 @@ log = structlog.get_logger("crew_etl.watchdog")
 # Only while that backend is still the run's load connection (a pid can be reused).
 CANCEL_STATEMENT = """
 SELECT pg_cancel_backend(pid) FROM pg_stat_activity
-WHERE pid = %(pid)s AND application_name = 'crew-etl run ' || %(run_id)s
+WHERE pid = %(pid)s AND application_name = %(name)s
 """
 
 
@@ -91,7 +91,8 @@ def cancel_statements_of_stopped_runs() -> None:
             continue
         log.warning("cancelling the statement of a stopped run", run_id=run.run_id)
         with runs.short_transaction() as connection:
-            connection.exec_driver_sql(CANCEL_STATEMENT, {"pid": pid, "run_id": run.run_id})
+            name = runs.LOAD_CONNECTION_NAME.format(run_id=run.run_id)
+            connection.exec_driver_sql(CANCEL_STATEMENT, {"pid": pid, "name": name})
 
 
 watchdog = Watchdog()
