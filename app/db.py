@@ -68,7 +68,9 @@ def make_engine(
         "keepalives_count": 3,
     }
     if pool_size == 0:
-        return create_engine(database_url(), poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(database_url(), poolclass=NullPool, connect_args=connect_args)
+        event.listen(engine, "connect", keep_self_joins)
+        return engine
     engine = create_engine(
         database_url(),
         pool_size=pool_size,
@@ -76,10 +78,22 @@ def make_engine(
         pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
         connect_args=connect_args,
     )
+    event.listen(engine, "connect", keep_self_joins)
     # instead of pool_pre_ping, whose SELECT 1 on every checkout cost a read nearly as much as
     # its statement
     event.listen(engine, "checkout", replace_if_closed)
     return engine
+
+
+def keep_self_joins(dbapi_connection: Any, _record: Any) -> None:
+    """PostgreSQL 18 folds a join of a table to itself on its key into one scan of it. The
+    list statement writes one on purpose (app/api/crew_query.py: ids from an index-only walk,
+    an array filter checked by primary key); folded, the walk reads the table for every row it
+    passes. Earlier versions have no such step, nor the setting."""
+    if dbapi_connection.server_version >= 180000:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET enable_self_join_elimination = off")
+        dbapi_connection.commit()  # a SET rolled back with its transaction would be undone
 
 
 @functools.cache

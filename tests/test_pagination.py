@@ -61,6 +61,25 @@ def walk(client: TestClient, query: str, limit: int) -> list[dict[str, Any]]:
         assert f"cursor={body['next']}" in url
 
 
+@pytest.mark.parametrize("sort", ["name", "-name"])
+def test_a_launch_checked_beside_the_name_walk_keeps_every_match_in_order(
+    client: TestClient, loaded: list[dict[str, Any]], sort: str
+) -> None:
+    """name + launch on a name sort checks the launch by primary key beside the walk of the
+    name index: the same rows, in the same order, by cursor and by offset."""
+    launch = "5eb87d4dffd86e000604b38e"  # Crew-1: one of its four has no "i" in the name
+    having_it = {m["id"] for m in loaded if launch in m["launches"]}
+    in_order = [m["id"] for m in everything(client, f"name=I&sort={sort}") if m["id"] in having_it]
+    query = f"name=I&launch={launch}&sort={sort}"
+
+    walked = [m["id"] for m in walk(client, query, limit=1)]
+    pages = [client.get(f"/crew?{query}&limit=1&offset={n}").json() for n in range(10)]
+
+    assert walked == in_order
+    assert [m["id"] for page in pages for m in page["items"]] == in_order
+    assert 1 < len(in_order) < len(having_it)  # the name filter removes some, keeps several
+
+
 @pytest.mark.parametrize("sort", SORTS)
 @pytest.mark.parametrize("include_deleted", ["false", "true"])
 def test_walk_every_sort_without_duplicates_or_gaps(

@@ -198,3 +198,30 @@ def test_a_name_sort_reads_ids_first_only_when_its_walk_passes_rows(
     two_steps = [("Index Only Scan", "ix_crew_name_id"), ("Index Scan", "crew_pkey")]
     for url in (f"/crew?name=han&sort=name&limit={LIMIT}", "/crew?sort=-name&offset=99&limit=5"):
         assert page_reads(plan_of(client, url)) == two_steps, url
+    # After an offset alone, a launch filter is checked where the walk reads the rows anyway.
+    url = f"/crew?launch={COMMON_LAUNCH}&sort=name&offset=99&limit=5"
+    assert page_reads(plan_of(client, url)) == plain, url
+
+
+def test_a_launch_filter_beside_a_name_filter_is_checked_by_key_for_the_names_that_match(
+    client: TestClient, synthetic: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launches are too large for the name index: the walk stays index-only and looks up
+    by id only the rows whose name matches. The planner stays free to start from the launch
+    rows instead when few rows have the launch (on PostgreSQL 18 too, whose self-join
+    elimination would fold the lookup back into the walk)."""
+    monkeypatch.setattr(crew, "ESTIMATE_ABOVE", -1)
+    url = f"/crew?name=han&launch={COMMON_LAUNCH}&sort=-name&limit={LIMIT}"
+    plan = plan_of(client, url)
+    nodes = list(executed_nodes(plan))
+    (walk,) = [node for node in nodes if node.get("Index Name") == "ix_crew_name_id"]
+    (check,) = [node for node in nodes if node.get("Alias") == "checked_row"]
+    assert (walk["Node Type"], check["Index Name"]) == ("Index Only Scan", "crew_pkey")
+    # each row whose name matches is looked up once; the others, most of the walk, never
+    assert check["Actual Loops"] == walk["Actual Rows"] < walk["Rows Removed by Filter"]
+
+    rare = f"{5:024x}"  # 4 of the 4,000 rows
+    plan = plan_of(client, f"/crew?name=han&launch={rare}&sort=name&limit={LIMIT}")
+    (check,) = [node for node in executed_nodes(plan) if node.get("Alias") == "checked_row"]
+    assert check["Actual Loops"] == 1  # read once, first: no lookup per walked row
+    assert "ix_crew_name_id" not in index_only_walks(plan)

@@ -128,6 +128,11 @@ CHEAPEST_FIRST = ("live", "status", "agency", "name", "launch")
 # the table. That pays when the walk passes many rows it does not return (a name filter, an
 # offset); otherwise reading the rows directly is cheaper than a second lookup by id.
 INDEX_ONLY_FILTERS = {"name": frozenset({"live", "name", "status", "agency"})}
+# Filters no index of a sort can carry (an array can outgrow a btree entry): beside an index-only
+# walk, they are checked on the table by primary key, for the rows that pass the walk's filters
+# only. Written as a join of crew to itself, which leaves PostgreSQL free to start from the
+# filter's own index when few rows match it (app/db.py keeps PostgreSQL 18 from folding the join).
+CHECKED_BY_KEY = frozenset({"launch"})
 
 
 def directed(descending: bool, *keys: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
@@ -156,6 +161,30 @@ def compiled(statement: Any) -> str:
     return str(statement.compile(dialect=DIALECT))
 
 
+def checked_by_key_when_ids_first(
+    source: str, filters: frozenset[str], sort: SortKey, skips: bool
+) -> frozenset[str] | None:
+    """None when the page's rows are read directly; else the page's ids come first, from an
+    index-only walk, and these filters (maybe none) are checked by primary key beside it."""
+    if source != "crew" or not ("name" in filters or skips):
+        return None
+    # By key beside a name filter only, which the walk's rows mostly fail on the index alone;
+    # after an offset alone, a lookup for every row passed costs more than the walk's own read.
+    by_key = filters & CHECKED_BY_KEY if "name" in filters else frozenset()
+    walk_only = INDEX_ONLY_FILTERS.get(sort.lstrip("-"), frozenset())
+    return by_key if filters - by_key <= walk_only else None
+
+
+def checked_by_key(walk: Select[Any], walked: Any, filters: frozenset[str]) -> Select[Any]:
+    """`walk`, over the crew rows `walked`, with `filters` checked on each row it passes, by
+    primary key."""
+    if not filters:
+        return walk
+    row = Crew.__table__.alias("checked_row")  # type: ignore[attr-defined]
+    conditions = (crew_condition(name, row.c) for name in CHEAPEST_FIRST if name in filters)
+    return walk.join_from(walked, row, row.c.id == walked.c.id).where(*conditions)
+
+
 def rows_of(found: Any) -> Any:
     """The crew rows of the (id, sort_key) pairs `found`, as the `page` CTE."""
     crew = Crew.__table__.alias("member_row")  # type: ignore[attr-defined]
@@ -174,7 +203,9 @@ def list_query(
     matches: Select[Any] = select(literal_column("1")).select_from(relation).where(*conditions)
     descending, sort_key = sort.startswith("-"), SORT_KEYS[sort.lstrip("-")]
     key, limit = sort_key(relation.c), bindparam("limit", type_=Integer)
-    where = list(conditions)
+    by_key = checked_by_key_when_ids_first(source, filters, sort, skips)
+    walked = filters - (by_key or frozenset())
+    where = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in walked]
     if keyset:
         position = tuple_(key, relation.c.id)
         after = tuple_(bindparam("after_key"), bindparam("after_id"))
@@ -187,9 +218,8 @@ def list_query(
         .offset(bindparam("offset"))
         .limit(limit + literal_column("1"))
     )
-    walk_only = INDEX_ONLY_FILTERS.get(sort.lstrip("-"), frozenset())
-    if source == "crew" and ("name" in filters or skips) and filters <= walk_only:
-        page = rows_of(found.cte("found"))
+    if by_key is not None:
+        page = rows_of(checked_by_key(found, relation, by_key).cte("found"))
     else:
         columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
         page = found.with_only_columns(*columns, key.label("sort_key")).cte("page")
