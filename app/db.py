@@ -5,6 +5,8 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import psycopg2  # type: ignore[import-untyped]
+import structlog
 from sqlalchemy import Connection, Engine, event, make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
@@ -15,6 +17,8 @@ from app.stale_connections import replace_if_closed
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+
+log = structlog.get_logger("crew_etl")
 
 
 @functools.cache
@@ -35,7 +39,9 @@ def get_engine() -> Engine:
     """API requests: every statement is cut off after DB_STATEMENT_TIMEOUT_SECONDS."""
     # as many connections as the threadpool runs sync endpoints at once (40), so busy moments
     # reuse connections instead of opening and closing overflow ones
-    return make_engine(40, 10, statement_timeout=settings.DB_STATEMENT_TIMEOUT_SECONDS)
+    engine = make_engine(40, 10, statement_timeout=settings.DB_STATEMENT_TIMEOUT_SECONDS)
+    event.listen(engine, "connect", keep_self_joins)
+    return engine
 
 
 @functools.cache
@@ -68,9 +74,7 @@ def make_engine(
         "keepalives_count": 3,
     }
     if pool_size == 0:
-        engine = create_engine(database_url(), poolclass=NullPool, connect_args=connect_args)
-        event.listen(engine, "connect", keep_self_joins)
-        return engine
+        return create_engine(database_url(), poolclass=NullPool, connect_args=connect_args)
     engine = create_engine(
         database_url(),
         pool_size=pool_size,
@@ -78,7 +82,6 @@ def make_engine(
         pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
         connect_args=connect_args,
     )
-    event.listen(engine, "connect", keep_self_joins)
     # instead of pool_pre_ping, whose SELECT 1 on every checkout cost a read nearly as much as
     # its statement
     event.listen(engine, "checkout", replace_if_closed)
@@ -90,10 +93,15 @@ def keep_self_joins(dbapi_connection: Any, _record: Any) -> None:
     list statement writes one on purpose (app/api/crew_query.py: ids from an index-only walk,
     an array filter checked by primary key); folded, the walk reads the table for every row it
     passes. Earlier versions have no such step, nor the setting."""
-    if dbapi_connection.server_version >= 180000:
+    if dbapi_connection.server_version < 180000:
+        return
+    try:
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET enable_self_join_elimination = off")
         dbapi_connection.commit()  # a SET rolled back with its transaction would be undone
+    except psycopg2.Error:  # the reads stay right, only slower: no reason to refuse them
+        dbapi_connection.rollback()
+        log.warning("could not turn off self-join elimination", exc_info=True)
 
 
 @functools.cache

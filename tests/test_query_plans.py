@@ -198,9 +198,12 @@ def test_a_name_sort_reads_ids_first_only_when_its_walk_passes_rows(
     two_steps = [("Index Only Scan", "ix_crew_name_id"), ("Index Scan", "crew_pkey")]
     for url in (f"/crew?name=han&sort=name&limit={LIMIT}", "/crew?sort=-name&offset=99&limit=5"):
         assert page_reads(plan_of(client, url)) == two_steps, url
-    # After an offset alone, a launch filter is checked where the walk reads the rows anyway.
-    url = f"/crew?launch={COMMON_LAUNCH}&sort=name&offset=99&limit=5"
-    assert page_reads(plan_of(client, url)) == plain, url
+    # After an offset, a launch filter is checked where the walk reads the rows anyway: each
+    # row skipped would otherwise need a lookup by id.
+    for filters in (f"launch={COMMON_LAUNCH}", f"name=han&launch={COMMON_LAUNCH}"):
+        url = f"/crew?{filters}&sort=name&offset=99&limit=5"
+        aliases = {node.get("Alias") for node in executed_nodes(plan_of(client, url))}
+        assert "checked_row" not in aliases, url
 
 
 def test_a_launch_filter_beside_a_name_filter_is_checked_by_key_for_the_names_that_match(

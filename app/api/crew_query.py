@@ -128,10 +128,10 @@ CHEAPEST_FIRST = ("live", "status", "agency", "name", "launch")
 # the table. That pays when the walk passes many rows it does not return (a name filter, an
 # offset); otherwise reading the rows directly is cheaper than a second lookup by id.
 INDEX_ONLY_FILTERS = {"name": frozenset({"live", "name", "status", "agency"})}
-# Filters no index of a sort can carry (an array can outgrow a btree entry): beside an index-only
-# walk, they are checked on the table by primary key, for the rows that pass the walk's filters
-# only. Written as a join of crew to itself, which leaves PostgreSQL free to start from the
-# filter's own index when few rows match it (app/db.py keeps PostgreSQL 18 from folding the join).
+# Filters no index of a sort can carry (an array can outgrow a btree entry), checked on the table
+# beside an index-only walk: a join of crew to itself by primary key, with which PostgreSQL looks
+# up only the rows that pass the walk's filters, or starts from the filter's own index when few
+# rows match it (app/db.py keeps PostgreSQL 18 from folding the join back into one scan).
 CHECKED_BY_KEY = frozenset({"launch"})
 
 
@@ -161,18 +161,19 @@ def compiled(statement: Any) -> str:
     return str(statement.compile(dialect=DIALECT))
 
 
-def checked_by_key_when_ids_first(
-    source: str, filters: frozenset[str], sort: SortKey, skips: bool
-) -> frozenset[str] | None:
-    """None when the page's rows are read directly; else the page's ids come first, from an
-    index-only walk, and these filters (maybe none) are checked by primary key beside it."""
+def reads_ids_first(source: str, filters: frozenset[str], sort: SortKey, skips: bool) -> bool:
+    """Whether the page's ids come from an index-only walk, then its rows by id."""
     if source != "crew" or not ("name" in filters or skips):
-        return None
-    # By key beside a name filter only, which the walk's rows mostly fail on the index alone;
-    # after an offset alone, a lookup for every row passed costs more than the walk's own read.
-    by_key = filters & CHECKED_BY_KEY if "name" in filters else frozenset()
+        return False
     walk_only = INDEX_ONLY_FILTERS.get(sort.lstrip("-"), frozenset())
-    return by_key if filters - by_key <= walk_only else None
+    return filters - key_checked(filters, skips) <= walk_only
+
+
+def key_checked(filters: frozenset[str], skips: bool) -> frozenset[str]:
+    """The filters an index-only walk leaves to a lookup by primary key: beside a name filter,
+    which most rows walked fail on the index alone, and on a page that skips nothing. After an
+    offset, each row skipped would need its lookup, dearer than the plain walk's own read."""
+    return filters & CHECKED_BY_KEY if "name" in filters and not skips else frozenset()
 
 
 def checked_by_key(walk: Select[Any], walked: Any, filters: frozenset[str]) -> Select[Any]:
@@ -203,8 +204,9 @@ def list_query(
     matches: Select[Any] = select(literal_column("1")).select_from(relation).where(*conditions)
     descending, sort_key = sort.startswith("-"), SORT_KEYS[sort.lstrip("-")]
     key, limit = sort_key(relation.c), bindparam("limit", type_=Integer)
-    by_key = checked_by_key_when_ids_first(source, filters, sort, skips)
-    walked = filters - (by_key or frozenset())
+    ids_first = reads_ids_first(source, filters, sort, skips)
+    by_key = key_checked(filters, skips) if ids_first else frozenset()
+    walked = filters - by_key
     where = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in walked]
     if keyset:
         position = tuple_(key, relation.c.id)
@@ -218,7 +220,7 @@ def list_query(
         .offset(bindparam("offset"))
         .limit(limit + literal_column("1"))
     )
-    if by_key is not None:
+    if ids_first:
         page = rows_of(checked_by_key(found, relation, by_key).cte("found"))
     else:
         columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
