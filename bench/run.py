@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import settings
 from app.db import database_url
-from bench import loads, reads
+from bench import loads, machine, reads
 from bench.report import Row, read_summary, render
 
 
@@ -54,7 +54,7 @@ def database_label() -> str:
 def run(args: argparse.Namespace) -> tuple[list[Row], str]:
     url = bench_database(args.database)
     loads.migrate(url)
-    rows: list[Row] = []
+    rows: list[Row] = machine.speed(url, "before")
     with loads.upstream(args.records) as same:
         baseline, copy_rows = loads.physical_limit(url, same)
         seconds = baseline.seconds or 1
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
         generator = svc.generator
     with loads.upstream(args.records, changed_every=100) as changed:
         rows.append(loads.ingest("re-ingest, 1% changed", url, changed, seconds))
-    return rows, generator
+    return rows + machine.speed(url, "after"), generator
 
 
 def versions_summary(rows: list[Row]) -> str:
