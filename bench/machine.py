@@ -1,6 +1,8 @@
 """How fast this machine is right now: the same fixed work before and after the run, so that
 figures from different runs (or a run on a busy machine) can be compared."""
 
+import os
+import socket
 import time
 
 from bench.loads import connect
@@ -8,6 +10,7 @@ from bench.report import Row, progress
 
 LOOP = 10_000_000
 SERIES = 5_000_000
+ROUND_TRIPS = 20_000
 TRIES = 3  # the fastest counts: whatever else runs can only slow a try down
 
 
@@ -33,11 +36,38 @@ def postgres_sum(url: str) -> float:
         connection.close()
 
 
+def round_trips() -> float:
+    """Seconds for ROUND_TRIPS one-byte round trips between two processes over a socket pair:
+    the wake-ups and switches a request makes between wrk, the worker and PostgreSQL, which a
+    loop on one core does not show."""
+    here, there = socket.socketpair()
+    child = os.fork()
+    if child == 0:  # echo, then leave without running the parent's clean-up
+        here.close()
+        for _ in range(ROUND_TRIPS):
+            there.sendall(there.recv(1))
+        os._exit(0)
+    there.close()
+    started = time.perf_counter()
+    for _ in range(ROUND_TRIPS):
+        here.sendall(b"x")
+        here.recv(1)
+    seconds = time.perf_counter() - started
+    os.waitpid(child, 0)
+    here.close()
+    return seconds
+
+
 def speed(url: str, when: str) -> list[Row]:
-    """Two rows: the fastest of TRIES of each, in seconds."""
+    """Three rows: the fastest of TRIES of each, in seconds."""
     python = min(python_loop() for _ in range(TRIES))
     postgres = min(postgres_sum(url) for _ in range(TRIES))
-    cases = {f"Python, {LOOP:,} additions": python, f"PostgreSQL, sum of {SERIES:,}": postgres}
+    switches = min(round_trips() for _ in range(TRIES))
+    cases = {
+        f"Python, {LOOP:,} additions": python,
+        f"PostgreSQL, sum of {SERIES:,}": postgres,
+        f"{ROUND_TRIPS:,} round trips between two processes": switches,
+    }
     return [
         progress(Row(f"machine, {when}: {case}", seconds=seconds, note=f"fastest of {TRIES}"))
         for case, seconds in cases.items()
