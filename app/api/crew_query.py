@@ -176,14 +176,15 @@ def key_checked(filters: frozenset[str], skips: bool) -> frozenset[str]:
     return filters & CHECKED_BY_KEY if "name" in filters and not skips else frozenset()
 
 
-def checked_by_key(walk: Select[Any], walked: Any, filters: frozenset[str]) -> Select[Any]:
-    """`walk`, over the crew rows `walked`, with `filters` checked on each row it passes, by
-    primary key."""
-    if not filters:
-        return walk
+def rows_checked_by_key(found: Select[Any], walked: Any, filters: frozenset[str]) -> Any:
+    """The `page` CTE: the (id, sort_key) walk `found` over the crew rows `walked`, each row it
+    passes looked up by primary key and checked against `filters`. The lookup reads the whole
+    row, so the page's columns come with it."""
     row = Crew.__table__.alias("checked_row")  # type: ignore[attr-defined]
     conditions = (crew_condition(name, row.c) for name in CHEAPEST_FIRST if name in filters)
-    return walk.join_from(walked, row, row.c.id == walked.c.id).where(*conditions)
+    columns = (public_column(row.c, f) for f in PUBLIC_FIELDS)
+    checked = found.join_from(walked, row, row.c.id == walked.c.id).where(*conditions)
+    return checked.with_only_columns(*columns, found.selected_columns.sort_key).cte("page")
 
 
 def rows_of(found: Any) -> Any:
@@ -220,8 +221,10 @@ def list_query(
         .offset(bindparam("offset"))
         .limit(limit + literal_column("1"))
     )
-    if ids_first:
-        page = rows_of(checked_by_key(found, relation, by_key).cte("found"))
+    if by_key:
+        page = rows_checked_by_key(found, relation, by_key)
+    elif ids_first:
+        page = rows_of(found.cte("found"))
     else:
         columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
         page = found.with_only_columns(*columns, key.label("sort_key")).cte("page")
