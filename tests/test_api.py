@@ -173,11 +173,17 @@ def test_broad_filters_report_the_planner_estimate(
 
     monkeypatch.setattr(crew, "ESTIMATE_ABOVE", 5)
 
-    broad = client.get("/crew?agency=NASA").json()
-    narrow = client.get("/crew?agency=JAXA").json()
+    broad = client.get("/crew?agency=NASA&limit=3").json()
+    narrow = client.get("/crew?agency=JAXA&limit=1").json()
+    whole = client.get("/crew?agency=NASA").json()  # the first page holds every match
 
-    assert (broad["total"], broad["total_exact"], len(broad["items"])) == (10, False, 10)
+    assert (broad["total"], broad["total_exact"], len(broad["items"])) == (10, False, 3)
     assert (narrow["total"], narrow["total_exact"]) == (2, True)
+    assert (whole["total"], whole["total_exact"], len(whole["items"])) == (10, True, 10)
+    # later pages and pages after a cursor cannot count what they skipped
+    assert client.get("/crew?agency=NASA&offset=8").json()["total_exact"] is False
+    after = client.get(f"/crew?agency=NASA&limit=9&cursor={broad['next']}").json()
+    assert (after["total"], after["total_exact"], len(after["items"])) == (10, False, 7)
 
 
 @pytest.mark.parametrize(

@@ -206,6 +206,27 @@ def test_a_name_sort_reads_ids_first_only_when_its_walk_passes_rows(
         assert "checked_row" not in aliases, url
 
 
+def test_a_first_page_that_holds_every_match_counts_them_without_estimate_or_count(
+    client: TestClient, synthetic: None
+) -> None:
+    """The page has counted them: neither the planner's estimate nor a count(*) runs."""
+    # 4 of the 4,000 rows have this launch
+    rare = f"launch={5:024x}"
+    body = client.get(f"/crew?{rare}&limit=100").json()
+    assert body["total_exact"] is True and body["total"] == len(body["items"]) > 0
+    nodes = list(executed_nodes(plan_of(client, f"/crew?{rare}&limit=100")))
+    assert not [node for node in nodes if node.get("CTE Name") == "estimate"]
+    assert not [
+        node
+        for node in nodes
+        if node.get("Node Type") == "Aggregate"
+        and any(child.get("Relation Name") == "crew" for child in node.get("Plans", []))
+    ]
+    # a page that does not hold them all still asks the planner
+    nodes = list(executed_nodes(plan_of(client, f"/crew?{rare}&limit=1")))
+    assert [node for node in nodes if node.get("CTE Name") == "estimate"]
+
+
 def test_a_launch_filter_beside_a_name_filter_is_checked_by_key_for_the_names_that_match(
     client: TestClient, synthetic: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,11 +19,13 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     bindparam,
     case,
     cast,
     func,
     literal_column,
+    or_,
     select,
     text,
     tuple_,
@@ -194,6 +196,24 @@ def rows_of(found: Any) -> Any:
     return select(*columns, found.c.sort_key).join(found, found.c.id == crew.c.id).cte("page")
 
 
+def total_of(
+    relation: Any, conditions: list[ColumnElement[bool]], rows_in_page: Any, keyset: bool
+) -> tuple[ColumnElement[Any], ColumnElement[bool]]:
+    """`total` and `total_exact`. A first page that holds every match has counted them; else
+    the planner's estimate, or an exact count when it expects at most `estimate_above` rows.
+    PostgreSQL runs each sub-plan only when a branch needs it: a whole first page runs neither
+    the EXPLAIN nor the count."""
+    estimate = select(func.planner_row_estimate(bindparam("matches_sql")).label("rows"))
+    expected = select(estimate.cte("estimate").c.rows).scalar_subquery()
+    exact = expected <= bindparam("estimate_above")
+    count = select(func.count()).select_from(relation).where(*conditions).scalar_subquery()
+    if keyset:  # a page after a cursor has not seen the matches before it
+        return case((exact, count), else_=expected), exact
+    limit = bindparam("limit", type_=Integer)
+    whole = and_(bindparam("offset") == literal_column("0"), rows_in_page <= limit)
+    return case((whole, rows_in_page), (exact, count), else_=expected), or_(whole, exact)
+
+
 @functools.cache
 def list_query(
     source: str, filters: frozenset[str], sort: SortKey, keyset: bool, skips: bool = False
@@ -238,19 +258,15 @@ def list_query(
     member_order = directed(descending, sort_key(member.c), member.c.id)
     in_order = aggregate_order_by(member.table_valued(), *member_order)
     items = select(func.coalesce(func.json_agg(in_order), text("'[]'::json"))).scalar_subquery()
-    estimate = select(func.planner_row_estimate(bindparam("matches_sql")).label("rows")).cte(
-        "estimate"
-    )
-    exact = estimate.c.rows <= bindparam("estimate_above")
-    count = select(func.count()).select_from(relation).where(*conditions).scalar_subquery()
+    rows_in_page = select(func.count()).select_from(page).scalar_subquery()
+    total, exact = total_of(relation, conditions, rows_in_page, keyset)
     response = func.json_build_object(
         *(literal_column("'items'"), items),
-        *(literal_column("'total'"), case((exact, count), else_=estimate.c.rows)),
+        *(literal_column("'total'"), total),
         *(literal_column("'limit'"), limit),
         *(literal_column("'offset'"), bindparam("offset")),
         *(literal_column("'total_exact'"), exact),
     )
-    rows_in_page = select(func.count()).select_from(page).scalar_subquery()
     last_key = (
         select(cast(func.json_build_array(page.c.sort_key, page.c.id), Text))
         .order_by(*in_page_order)
@@ -260,5 +276,5 @@ def list_query(
     )
     next_key = case((rows_in_page > limit, last_key))
     last_change = select(func.max(Crew.updated_at)).scalar_subquery()
-    statement = select(cast(response, Text), next_key, last_change).select_from(estimate)
+    statement = select(cast(response, Text), next_key, last_change)
     return ListQuery(compiled(matches), compiled(statement))
