@@ -28,6 +28,7 @@ LIMIT = 10
 FILTERS = ["agency=NASA", "status=retired", "name=han", f"launch={COMMON_LAUNCH}"]
 FILTER_SETS = [""] + FILTERS + ["&".join(pair) for pair in itertools.combinations(FILTERS, 2)]
 SORTS = ["name", "agency", "status", "updated_at"]
+RARE_LAUNCH = f"{5:024x}"  # 4 of the 4,000 synthetic rows have it
 
 LOAD = """
 INSERT INTO crew (id, name, status, agency, image, wikipedia, launches)
@@ -64,6 +65,11 @@ def executed_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield node
     for child in node.get("Plans", []):
         yield from executed_nodes(child)
+
+
+def nodes_where(plan: dict[str, Any], key: str, value: Any) -> list[dict[str, Any]]:
+    """The executed plan nodes whose `key` is `value`."""
+    return [node for node in executed_nodes(plan) if node.get(key) == value]
 
 
 def plan_of(client: TestClient, url: str) -> dict[str, Any]:
@@ -202,29 +208,26 @@ def test_a_name_sort_reads_ids_first_only_when_its_walk_passes_rows(
     # row skipped would otherwise need a lookup by id.
     for filters in (f"launch={COMMON_LAUNCH}", f"name=han&launch={COMMON_LAUNCH}"):
         url = f"/crew?{filters}&sort=name&offset=99&limit=5"
-        aliases = {node.get("Alias") for node in executed_nodes(plan_of(client, url))}
-        assert "checked_row" not in aliases, url
+        assert not nodes_where(plan_of(client, url), "Alias", "checked_row"), url
 
 
 def test_a_first_page_that_holds_every_match_counts_them_without_estimate_or_count(
     client: TestClient, synthetic: None
 ) -> None:
     """The page has counted them: neither the planner's estimate nor a count(*) runs."""
-    # 4 of the 4,000 rows have this launch
-    rare = f"launch={5:024x}"
-    body = client.get(f"/crew?{rare}&limit=100").json()
+    url = f"/crew?launch={RARE_LAUNCH}"
+    body = client.get(f"{url}&limit=100").json()
     assert body["total_exact"] is True and body["total"] == len(body["items"]) > 0
-    nodes = list(executed_nodes(plan_of(client, f"/crew?{rare}&limit=100")))
-    assert not [node for node in nodes if node.get("CTE Name") == "estimate"]
-    assert not [
+    plan = plan_of(client, f"{url}&limit=100")
+    assert not nodes_where(plan, "CTE Name", "estimate")
+    counts_of_crew = [
         node
-        for node in nodes
-        if node.get("Node Type") == "Aggregate"
-        and any(child.get("Relation Name") == "crew" for child in node.get("Plans", []))
+        for node in nodes_where(plan, "Node Type", "Aggregate")
+        if any(child.get("Relation Name") == "crew" for child in node.get("Plans", []))
     ]
+    assert not counts_of_crew
     # a page that does not hold them all still asks the planner
-    nodes = list(executed_nodes(plan_of(client, f"/crew?{rare}&limit=1")))
-    assert [node for node in nodes if node.get("CTE Name") == "estimate"]
+    assert nodes_where(plan_of(client, f"{url}&limit=1"), "CTE Name", "estimate")
 
 
 def test_a_launch_filter_beside_a_name_filter_is_checked_by_key_for_the_names_that_match(
@@ -237,15 +240,13 @@ def test_a_launch_filter_beside_a_name_filter_is_checked_by_key_for_the_names_th
     monkeypatch.setattr(crew, "ESTIMATE_ABOVE", -1)
     url = f"/crew?name=han&launch={COMMON_LAUNCH}&sort=-name&limit={LIMIT}"
     plan = plan_of(client, url)
-    nodes = list(executed_nodes(plan))
-    (walk,) = [node for node in nodes if node.get("Index Name") == "ix_crew_name_id"]
-    (check,) = [node for node in nodes if node.get("Alias") == "checked_row"]
+    (walk,) = nodes_where(plan, "Index Name", "ix_crew_name_id")
+    (check,) = nodes_where(plan, "Alias", "checked_row")
     assert (walk["Node Type"], check["Index Name"]) == ("Index Only Scan", "crew_pkey")
     # each row whose name matches is looked up once; the others, most of the walk, never
     assert check["Actual Loops"] == walk["Actual Rows"] < walk["Rows Removed by Filter"]
 
-    rare = f"{5:024x}"  # 4 of the 4,000 rows
-    plan = plan_of(client, f"/crew?name=han&launch={rare}&sort=name&limit={LIMIT}")
-    (check,) = [node for node in executed_nodes(plan) if node.get("Alias") == "checked_row"]
+    plan = plan_of(client, f"/crew?name=han&launch={RARE_LAUNCH}&sort=name&limit={LIMIT}")
+    (check,) = nodes_where(plan, "Alias", "checked_row")
     assert check["Actual Loops"] == 1  # read once, first: no lookup per walked row
     assert "ix_crew_name_id" not in index_only_walks(plan)
