@@ -1,7 +1,7 @@
 """Benchmark: N synthetic crew records through the real ingest path, against the physical limit,
 and the read path under load, in one run on the same data. Prints one markdown table.
 
-Sections, in order:
+Sections, in order (between two measures of the machine's own speed, bench/machine.py):
 1. ingest: the baseline (one `GET /v4/crew` of the whole array and one `COPY` into an empty table
    with crew's columns and indexes), the first `crew-etl ingest` (its own process: paged
    `POST /v4/crew/query`, page size 1000, validation, load, run record), a re-ingest of the
