@@ -3,6 +3,7 @@ that do not belong to the query, and offset paging beside it."""
 
 import base64
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -209,6 +210,41 @@ def test_malformed_cursors_are_422_never_500(
         assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
     assert client.get("/crew?cursor=a%2Bb").status_code == 422  # not URL-safe base64
     assert client.get(f"/crew?sort=updated_at&cursor={real}").status_code == 200
+
+
+def test_forged_cursors_the_database_cannot_take_are_422_never_500(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    by_name = json.loads(base64.urlsafe_b64decode(cursor_for(client, "sort=name") + "=="))[0]
+    by_time = json.loads(base64.urlsafe_b64decode(cursor_for(client, "sort=updated_at") + "=="))[0]
+    row_id = "0" * 24
+    nested = base64.urlsafe_b64encode(b"[" * 1000).rstrip(b"=").decode()
+    for sort, cursor in [
+        ("name", forged(by_name, "\ud800", row_id)),  # JSON allows a lone surrogate, UTF-8 not
+        ("name", nested),  # json.loads raises RecursionError
+        ("updated_at", forged(by_time, "0001-01-01T00:00:00+14:00", row_id)),  # before year 1 UTC
+    ]:
+        response = client.get(f"/crew?sort={sort}&cursor={cursor}")
+        assert response.status_code == 422, (cursor, response.text)
+        assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+def test_a_cursor_time_in_any_zone_is_the_same_position(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    """PostgreSQL takes zone offsets up to 15:59; Python's up to 23:59. Same instant, same page."""
+    first = client.get("/crew?sort=updated_at&limit=3").json()
+    fingerprint, key, row_id = json.loads(base64.urlsafe_b64decode(first["next"] + "=="))
+    moment = datetime.fromisoformat(key).astimezone(timezone(timedelta(hours=20)))
+    assert moment.utcoffset() == timedelta(hours=20)
+
+    shifted = client.get(
+        f"/crew?sort=updated_at&cursor={forged(fingerprint, moment.isoformat(), row_id)}"
+    )
+    issued = client.get(f"/crew?sort=updated_at&cursor={first['next']}")
+
+    assert shifted.status_code == issued.status_code == 200, shifted.text
+    assert shifted.json()["items"] == issued.json()["items"] != []
 
 
 def test_cursor_and_offset_do_not_combine(client: TestClient, loaded: list[dict[str, Any]]) -> None:

@@ -84,8 +84,8 @@ def cursor_position(cursor: str, query_fingerprint: str, sort: SortKey) -> tuple
         moment = datetime.fromisoformat(key)
         if moment.tzinfo is None:
             raise ValueError("cursor time without a zone")
-        return moment, row_id
-    except ValueError as error:
+        return moment.astimezone(UTC), row_id  # PostgreSQL takes offsets up to 15:59 only
+    except (ValueError, OverflowError) as error:
         message = str(error) if isinstance(error, cursors.InvalidCursor) else "not a valid cursor"
         raise invalid("cursor", message, cursor) from error
 

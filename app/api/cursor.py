@@ -37,13 +37,22 @@ def decode(cursor: str, query_fingerprint: str) -> tuple[str, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (UnicodeError, binascii.Error, ValueError) as error:
+    except (UnicodeError, binascii.Error, ValueError, RecursionError) as error:  # deep nesting
         raise InvalidCursor("not a cursor this service issued") from error
     if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) for v in value)):
         raise InvalidCursor("not a cursor this service issued")
     issued_for, key, row_id = value
     if issued_for != query_fingerprint:
         raise InvalidCursor("the cursor belongs to another combination of filters and sort")
-    if not HEX24.fullmatch(row_id) or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+    if not HEX24.fullmatch(row_id) or len(key) > MAX_KEY_LENGTH or not is_storable(key):
         raise InvalidCursor("not a cursor this service issued")
     return key, row_id
+
+
+def is_storable(text: str) -> bool:
+    """Whether PostgreSQL text can hold it: no NUL, and UTF-8 (JSON allows lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
