@@ -247,6 +247,25 @@ def test_a_cursor_time_in_any_zone_is_the_same_position(
     assert shifted.json()["items"] == issued.json()["items"] != []
 
 
+def test_a_conditional_request_is_checked_before_it_is_answered_304(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    """A client's current ETag does not make an invalid request valid."""
+    current = client.get("/crew?sort=name&limit=2")
+    cursor = current.json()["next"]
+    for query, parameter in [
+        ("cursor=AAAA", "cursor"),
+        (f"sort=-name&cursor={cursor}", "cursor"),
+        (f"sort=name&cursor={cursor}&offset=3", "offset"),
+    ]:
+        for validator in (current.headers["etag"], "*"):
+            response = client.get(f"/crew?{query}", headers={"If-None-Match": validator})
+            assert response.status_code == 422, (query, response.text)
+            assert response.json()["detail"][0]["loc"] == ["query", parameter]
+    valid = client.get(f"/crew?sort=name&cursor={cursor}", headers={"If-None-Match": "*"})
+    assert valid.status_code == 304
+
+
 def test_cursor_and_offset_do_not_combine(client: TestClient, loaded: list[dict[str, Any]]) -> None:
     cursor = cursor_for(client, "sort=name")
 

@@ -177,10 +177,6 @@ def list_page(
 ) -> Response:
     """The page `read_crew` answers, in a worker thread with its read connection."""
     source, source_params = source_at(as_of)
-    if conditional.is_conditional(request):
-        validators = conditional.crew_validators(connection)
-        if validators.matches(request):
-            return conditional.not_modified(validators)
     values = filter_values(agency, status, name, launch)
     filters = frozenset(values) | (set() if include_deleted else {"live"})
     query = {"source": source, "filters": values, "include_deleted": include_deleted, "sort": sort}
@@ -197,6 +193,10 @@ def list_page(
         if offset:
             raise invalid("offset", "offset cannot be combined with cursor", offset)
         params["after_key"], params["after_id"] = cursor_position(cursor, query_fingerprint, sort)
+    if conditional.is_conditional(request):  # only once the request is known to be valid
+        validators = conditional.crew_validators(connection)
+        if validators.matches(request):
+            return conditional.not_modified(validators)
     statement = list_query(source, filters, sort, keyset=cursor is not None, skips=offset > 0)
     params["matches_sql"] = bound_sql(connection, statement.matches, values | source_params)
     body, last, last_change = connection.exec_driver_sql(statement.response, params).one()
