@@ -28,7 +28,9 @@ from app import examples
 HEX24 = r"^[0-9a-fA-F]{24}$"
 HTTP_URL = r"^https?://[^\s\x00]+$"
 PRINTABLE = r"^[^\x00]*$"  # Postgres text cannot hold NUL
-HAS_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Not only whitespace, by Python's str.strip() too: it also strips U+001C-U+001F, which the
+# regex engine pydantic uses does not count as whitespace.
+HAS_TEXT = r"^[^\x00]*[^\s\x00\x1c-\x1f][^\x00]*$"
 HEX24_ANY_CASE = HEX24  # the name other modules import
 
 LaunchId = Annotated[str, StringConstraints(pattern=HEX24_ANY_CASE), AfterValidator(str.lower)]
