@@ -155,6 +155,17 @@ class Crew(CrewBase, table=True):
     )
 
 
+# Per three letters or digits, the lowest and highest crew name that ever held them (folded),
+# kept by a trigger on crew (migration 0012): a name filter on a name sort starts its walk at
+# the first name that can contain the text, not at the first name.
+class CrewNameTrigram(SQLModel, table=True):
+    __tablename__ = "crew_name_trigrams"
+
+    trigram: str = Field(sa_type=String(3), primary_key=True)
+    lowest_name: str = Field(sa_type=String(200))
+    highest_name: str = Field(sa_type=String(200))
+
+
 # What the API returns for a crew member.
 class CrewPublic(CrewBase):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.CREW_MEMBER]})  # type: ignore[assignment]

@@ -63,7 +63,8 @@ def clean_tables() -> Iterator[None]:
     with get_engine().begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE crew, crew_versions, ingest_runs, ingest_rejects RESTART IDENTITY CASCADE"
+                "TRUNCATE crew, crew_versions, crew_name_trigrams, ingest_runs, ingest_rejects "
+                "RESTART IDENTITY CASCADE"
             )
         )
     yield

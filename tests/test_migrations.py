@@ -77,3 +77,29 @@ def test_the_folded_name_has_statistics_right_after_its_migration() -> None:
         assert query_one("SELECT count(*) FROM crew WHERE name_folded = 'member 7'")[0] == 1
     finally:
         migrate()
+
+
+TRIGRAM_TRIGGERS = "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'crew_name_trigrams_on_%'"
+BOUNDS_OF_VIC = "SELECT lowest_name, highest_name FROM crew_name_trigrams WHERE trigram = 'vic'"
+
+
+def test_name_trigram_bounds_are_kept_exactly_where_pg_trgm_is_installed() -> None:
+    installed = query_one("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")[0]
+    assert query_one(TRIGRAM_TRIGGERS)[0] == 2 * installed
+
+
+def test_the_name_trigram_bounds_start_from_the_crew_already_there() -> None:
+    """The migration fills the bounds for the members loaded before it, or their names would
+    fall before the start of the walks that should find them."""
+    config = alembic_config(configure_logger=False)
+    try:
+        command.downgrade(config, "0011")
+        with get_engine().begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO crew (id, name, status) VALUES "
+                "(repeat('1', 24), 'Ada Vic', 'active'), (repeat('2', 24), 'Zed Victor', 'active')"
+            )
+        command.upgrade(config, "head")
+        assert tuple(query_one(BOUNDS_OF_VIC)) == ("Ada Vic", "Zed Victor")
+    finally:
+        migrate()

@@ -238,6 +238,9 @@ def test_a_launch_filter_beside_a_name_filter_is_checked_by_key_for_the_names_th
     rows instead when few rows have the launch (on PostgreSQL 18 too, whose self-join
     elimination would fold the lookup back into the walk)."""
     monkeypatch.setattr(crew, "ESTIMATE_ABOVE", -1)
+    # The last name holding "han" now sorts last: the walk starts there and passes the Victors.
+    with get_engine().begin() as connection:
+        connection.execute(text(ONE_MORE.replace("'X'", "'Zz Han'")), {"l": []})
     url = f"/crew?name=han&launch={COMMON_LAUNCH}&sort=-name&limit={LIMIT}"
     plan = plan_of(client, url)
     (walk,) = nodes_where(plan, "Index Name", "ix_crew_name_id")
@@ -250,3 +253,36 @@ def test_a_launch_filter_beside_a_name_filter_is_checked_by_key_for_the_names_th
     (check,) = nodes_where(plan, "Alias", "checked_row")
     assert check["Actual Loops"] == 1  # read once, first: no lookup per walked row
     assert "ix_crew_name_id" not in index_only_walks(plan)
+
+
+def walk_of(plan: dict[str, Any]) -> dict[str, Any]:
+    (walk,) = nodes_where(plan, "Index Name", "ix_crew_name_id")
+    return walk
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "name=vic&sort=name",  # every "vic" is a Victor, the last first name
+        "name=VIC&sort=name",
+        "name=ctor crew&sort=name",
+        "name=han&sort=-name",  # the last "han" is a Shannon, before the Victors
+        f"name=vic&launch={COMMON_LAUNCH}&sort=name",
+    ],
+)
+def test_a_name_sorted_walk_starts_at_the_first_name_that_can_match(
+    client: TestClient, synthetic: None, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    """Not at the first name: the trigrams' bounds (crew_name_trigrams) say where the text's
+    matches can begin. The walk passes only the soft-deleted rows among the matches. (A cursor
+    page starts after a match already.)"""
+    monkeypatch.setattr(crew, "ESTIMATE_ABOVE", -1)
+    # After an offset, a launch filter is checked on a plain walk (see above)
+    offsets = [0] if "launch" in query else [0, LIMIT]
+    for url in (f"/crew?{query}&limit={LIMIT}&offset={offset}" for offset in offsets):
+        walk = walk_of(plan_of(client, url))
+        assert walk["Node Type"] == "Index Only Scan"
+        assert walk["Rows Removed by Filter"] <= LIMIT, (url, walk["Rows Removed by Filter"])
+    # Without a trigram to look up (two letters), the walk starts at the first name.
+    walk = walk_of(plan_of(client, f"/crew?name=vi&sort=name&limit={LIMIT}"))
+    assert walk["Rows Removed by Filter"] > ROWS // 2

@@ -189,6 +189,9 @@ def list_page(
         "limit": limit,
         "offset": offset,
     }
+    trigrams = name is not None and len(name) >= 3
+    if trigrams:
+        params["name_text"] = name  # where a name-sorted walk starts
     if cursor is not None:
         if offset:
             raise invalid("offset", "offset cannot be combined with cursor", offset)
@@ -197,7 +200,8 @@ def list_page(
         validators = conditional.crew_validators(connection)
         if validators.matches(request):
             return conditional.not_modified(validators)
-    statement = list_query(source, filters, sort, keyset=cursor is not None, skips=offset > 0)
+    keyset, skips = cursor is not None, offset > 0
+    statement = list_query(source, filters, sort, keyset, skips, trigrams)
     params["matches_sql"] = bound_sql(connection, statement.matches, values | source_params)
     body, last, last_change = connection.exec_driver_sql(statement.response, params).one()
     validators = conditional.Validators.of(last_change)

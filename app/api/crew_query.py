@@ -23,6 +23,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     func,
     literal_column,
     or_,
@@ -137,6 +138,30 @@ INDEX_ONLY_FILTERS = {"name": frozenset({"live", "name", "status", "agency"})}
 CHECKED_BY_KEY = frozenset({"launch"})
 
 
+# Where a name-sorted walk with a name filter can start (migration 0012): a name containing the
+# text holds each of its trigrams, so it sorts at or after the lowest name holding any one of
+# them. Trigrams no name holds (or none of three letters or digits) give no bound: the walk
+# starts at the first name. Mirrored for a descending walk. Same snapshot as the page.
+WALK_START = """
+SELECT coalesce({pick}(b.{edge}), (SELECT {first}(name) FROM crew))
+FROM crew_name_trigrams AS b
+WHERE b.trigram IN (
+    SELECT substr(t.folded, i, 3)
+    FROM lower(:name_text) AS t(folded), generate_series(1, length(t.folded) - 2) AS i
+)
+"""
+
+
+def walk_start(descending: bool) -> ColumnElement[Any]:
+    """The name a walk in name order passes no match before, for the bound `name_text`."""
+    pick, edge, first = (
+        ("min", "highest_name", "max") if descending else ("max", "lowest_name", "min")
+    )
+    start = text(WALK_START.format(pick=pick, edge=edge, first=first))
+    start = start.bindparams(bindparam("name_text", type_=Text))
+    return start.columns(column("start", String)).scalar_subquery()
+
+
 def directed(descending: bool, *keys: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
     """ORDER BY keys, all in one direction: a descending sort is the exact reverse of its
     ascending one, ties included, so one (key, id) index serves both."""
@@ -216,10 +241,16 @@ def total_of(
 
 @functools.cache
 def list_query(
-    source: str, filters: frozenset[str], sort: SortKey, keyset: bool, skips: bool = False
+    source: str,
+    filters: frozenset[str],
+    sort: SortKey,
+    keyset: bool,
+    skips: bool = False,
+    trigrams: bool = False,
 ) -> ListQuery:
     """The statements for one combination of source, filters, sort and paging kind (keyset:
-    after a cursor; skips: with an offset above 0)."""
+    after a cursor; skips: with an offset above 0). `trigrams`: the name filter's text is long
+    enough to have some, so a name-sorted walk can look up where to start."""
     relation = SOURCES[source]()
     conditions = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in filters]
     matches: Select[Any] = select(literal_column("1")).select_from(relation).where(*conditions)
@@ -229,6 +260,16 @@ def list_query(
     by_key = key_checked(filters, skips) if ids_first else frozenset()
     walked = filters - by_key
     where = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in walked]
+    # A cursor page starts after a match of the page before, so past that start already; and
+    # with both bounds the planner may sort the rows after the cursor rather than walk them.
+    if (
+        source == "crew"
+        and trigrams
+        and not keyset
+        and "name" in filters
+        and key is relation.c.name
+    ):
+        where.append(key <= walk_start(True) if descending else key >= walk_start(False))
     if keyset:
         position = tuple_(key, relation.c.id)
         after = tuple_(bindparam("after_key"), bindparam("after_id"))

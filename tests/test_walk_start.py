@@ -1,0 +1,151 @@
+"""Where a name-sorted walk with a name filter starts (crew_name_trigrams, migration 0012): the
+pages are exactly those of the filter alone, whatever the names, the text, and the writes since.
+
+The oracle is PostgreSQL itself: the same filter (lower(name) LIKE the escaped text), ordered
+by (name, id), with no start bound.
+"""
+
+import random
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.api.crew import escape_like
+from app.db import get_engine
+from tests.conftest import ingest, query_one
+from tests.fake_upstream import FakeUpstream, synthetic_crew
+
+# Names where a text's trigrams say little (unicode, digits, punctuation, case, a Turkish
+# dotted capital I whose lower case is two characters) and names that cluster a text's matches
+# at one end of the order (every "vic" a Victor, last).
+NAMES = [
+    "Anna Smith", "Anna Vickers", "Ada Lovic", "Zoë Ångström", "İlker Işık", "ILKER ISIK",
+    "Straße Weiß", "José Núñez", "Jo-Vic O'Brien", "R2 D2", "vic", "Vic", "VICTOR", "x_vic%",
+    "Émile Vicq", "Mary 100% Vic", "back\\slash vic", "日本 vic 宇宙", "Victor Zed", "Victor Alpha",
+    "Victoria", "ab", "Zz vicz", "Ünal Vicente", "Li", "Nikola Tesla",
+]  # fmt: skip
+TEXTS = [
+    "vic", "VIC", "Vic", "ic ", "vict", "victor a", "ctor", "x_v", "0%", "% vic", "\\sl", "İlk",
+    "ilk", "ışı", "isik", "aße", "eiß", "ström", "日本 v", "vi", "v", "a", "zzz", "ann", "d2",
+    "r2 d", " vic", "o'b", "-vi", "núñ",
+]  # fmt: skip
+INSERT = """
+INSERT INTO crew (id, name, status, agency, launches, deleted_at)
+VALUES (:id, :name, 'active', NULL, '{}', CASE WHEN :deleted THEN now() END)
+"""
+FILTERED = """
+SELECT id FROM crew
+WHERE lower(name) LIKE lower(:pattern) ESCAPE '\\' AND (:deleted OR deleted_at IS NULL)
+ORDER BY name, id
+"""
+
+
+def insert(rows: list[tuple[str, str, bool]]) -> None:
+    with get_engine().begin() as connection:
+        for row_id, name, deleted in rows:
+            connection.execute(text(INSERT), {"id": row_id, "name": name, "deleted": deleted})
+
+
+def expected(name: str, include_deleted: bool, descending: bool) -> list[str]:
+    pattern = f"%{escape_like(name)}%"
+    with get_engine().connect() as connection:
+        found = connection.execute(text(FILTERED), {"pattern": pattern, "deleted": include_deleted})
+        ids = [row.id for row in found]
+    return ids[::-1] if descending else ids
+
+
+def walked(client: TestClient, name: str, sort: str, include_deleted: bool) -> list[str]:
+    """Every page, by cursor, three rows at a time."""
+    ids: list[str] = []
+    params: dict[str, Any] = {
+        "name": name, "sort": sort, "include_deleted": include_deleted, "limit": 3
+    }  # fmt: skip
+    while True:
+        response = client.get("/crew", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        ids += [item["id"] for item in body["items"]]
+        if body["next"] is None:
+            return ids
+        params["cursor"] = body["next"]
+
+
+def mismatches(client: TestClient, texts: list[str]) -> list[tuple[str, str, bool]]:
+    found = []
+    for name in texts:
+        for sort in ("name", "-name"):
+            for include_deleted in (False, True):
+                want = expected(name, include_deleted, sort == "-name")
+                if walked(client, name, sort, include_deleted) != want:
+                    found.append((name, sort, include_deleted))
+                offset_page = client.get(
+                    "/crew",
+                    params={"name": name, "sort": sort, "include_deleted": include_deleted,
+                            "offset": 1, "limit": 2},
+                ).json()  # fmt: skip
+                if [item["id"] for item in offset_page["items"]] != want[1:3]:
+                    found.append((name, f"{sort} offset", include_deleted))
+    return found
+
+
+def hex_id(number: int) -> str:
+    return f"{number:024x}"
+
+
+def test_name_sorted_pages_are_those_of_the_filter_alone(client: TestClient) -> None:
+    insert([(hex_id(i), name, i % 5 == 4) for i, name in enumerate(NAMES)])
+    assert query_one("SELECT count(*) FROM crew_name_trigrams")[0] > 0  # the trigger wrote
+
+    assert mismatches(client, TEXTS) == []
+
+
+def test_writes_after_the_load_move_the_start_never_past_a_match(client: TestClient) -> None:
+    """A walk started from stale bounds would skip the members written since."""
+    insert([(hex_id(i), name, False) for i, name in enumerate(NAMES)])
+    assert mismatches(client, ["vic", "tor", "zed"]) == []  # the bounds exist, and are used
+    with get_engine().begin() as connection:
+        # renamed to the front of the order, and to the back
+        connection.execute(text("UPDATE crew SET name = 'Aaron Vic' WHERE name = 'Victoria'"))
+        connection.execute(text("UPDATE crew SET name = 'Zzyzx Tor' WHERE name = 'Li'"))
+        connection.execute(text("UPDATE crew SET name = 'A Zed' WHERE name = 'ab'"))
+    insert([(hex_id(900), "AAA vic tor zed", False)])
+
+    assert mismatches(client, ["vic", "tor", "zed", "aaron", "zzyzx"]) == []
+
+
+def test_random_names_and_texts_against_the_filter_alone(client: TestClient) -> None:
+    rng = random.Random(20261126)
+    alphabet = "abcvicktorVICKTOR -_%\\'éİıßÅ0129"
+    names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14))) for _ in range(120)]
+    insert([(hex_id(i), name, rng.random() < 0.2) for i, name in enumerate(names)])
+    texts = []
+    for _ in range(40):
+        source = rng.choice(names)
+        start = rng.randrange(len(source))
+        piece = source[start : start + rng.randint(1, 6)]
+        texts.append("".join(c.upper() if rng.random() < 0.3 else c for c in piece))
+
+    assert mismatches(client, [text for text in texts if text.strip()]) == []
+
+
+@pytest.mark.usefixtures("upstream")
+def test_a_run_widens_the_bounds_for_what_it_loads(
+    client: TestClient, upstream: FakeUpstream
+) -> None:
+    """The ingest's upsert (insert, then update on conflict) fires the trigger both ways."""
+    upstream.records = [synthetic_crew(i) for i in range(200)]
+    assert ingest(client)["status"] == "succeeded"
+    first = query_one("SELECT lowest_name FROM crew_name_trigrams WHERE trigram = 'vic'")[0]
+    assert first == query_one("SELECT min(name) FROM crew WHERE name_folded LIKE '%vic%'")[0]
+
+    renamed = [synthetic_crew(i) for i in range(200)]
+    renamed[150]["name"] = "Aardvark Vic"  # an update that moves the first "vic" to the front
+    upstream.records = renamed
+    assert ingest(client)["status"] == "succeeded"
+
+    low = query_one("SELECT lowest_name FROM crew_name_trigrams WHERE trigram = 'vic'")[0]
+    assert low == "Aardvark Vic"
+    page = client.get("/crew", params={"name": "vic", "sort": "name", "limit": 1}).json()
+    assert page["items"][0]["name"] == "Aardvark Vic"
