@@ -140,14 +140,18 @@ CHECKED_BY_KEY = frozenset({"launch"})
 
 # Where a name-sorted walk with a name filter can start (migration 0012): a name containing the
 # text holds each of its trigrams, so it sorts at or after the lowest name holding any one of
-# them. Trigrams no name holds (or none of three letters or digits) give no bound: the walk
-# starts at the first name. Mirrored for a descending walk. Same snapshot as the page.
+# them. Only windows of three ASCII letters or digits count: pg_trgm makes exactly those from
+# every name containing them, whatever the locale (it splits words elsewhere, and hashes
+# multibyte trigrams). Trigrams no name holds, or none at all, give no bound: the walk starts at
+# the first name. Mirrored for a descending walk. Same snapshot as the page.
 WALK_START = """
 SELECT coalesce({pick}(b.{edge}), (SELECT {first}(name) FROM crew))
 FROM crew_name_trigrams AS b
 WHERE b.trigram IN (
-    SELECT substr(t.folded, i, 3)
-    FROM lower(:name_text) AS t(folded), generate_series(1, length(t.folded) - 2) AS i
+    SELECT window_text
+    FROM lower(:name_text) AS t(folded), generate_series(1, length(t.folded) - 2) AS i,
+        substr(t.folded, i, 3) AS window_text
+    WHERE window_text ~ '^[abcdefghijklmnopqrstuvwxyz0123456789]{{3}}$'
 )
 """
 

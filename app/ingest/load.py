@@ -35,11 +35,16 @@ VERSION_CLOSE = """
 """
 
 # crew_seen: ids of the run's valid records. crew_kept: ids of its records that failed
-# validation, whose rows keep their last good state instead of being soft-deleted.
+# validation, whose rows keep their last good state instead of being soft-deleted. The run
+# widens the name bounds itself, once (WIDEN_NAME_BOUNDS), not the trigger page by page.
 SETUP = """
 CREATE TEMP TABLE crew_seen (id varchar(24) PRIMARY KEY) ON COMMIT DROP;
-CREATE TEMP TABLE crew_kept (id varchar(24) PRIMARY KEY) ON COMMIT DROP
+CREATE TEMP TABLE crew_kept (id varchar(24) PRIMARY KEY) ON COMMIT DROP;
+SELECT set_config('crew_etl.name_bounds', 'by_run', true)
 """
+# Where name-sorted walks start (migration 0012) must cover every name the run wrote: all its
+# rows carry the run's now() as updated_at, inserted, updated or soft-deleted.
+WIDEN_NAME_BOUNDS = "SELECT crew_name_trigrams_widen_for_run()"
 
 # One statement per page: parse the page's JSON in the server, remember its ids, skip ids an
 # earlier page had, then upsert and write only rows whose content differs (or that come back
@@ -184,6 +189,10 @@ def soft_delete_vanished(
         )
     cursor.execute(SOFT_DELETE, {"run_id": run_id})
     return kept, int(cursor.fetchone()[0])
+
+
+def widen_name_bounds(cursor: Any) -> None:
+    cursor.execute(WIDEN_NAME_BOUNDS)
 
 
 def clean_gin_pending_lists(cursor: Any) -> int:

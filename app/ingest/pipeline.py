@@ -86,6 +86,7 @@ def run_pipeline(
             settings.INGEST_MAX_DELETE_FRACTION,
             run.allow_mass_delete,
         )
+        load.widen_name_bounds(cursor)
         check_stop(local)
         if run.dry_run:
             finish_dry_run(cursor, local.run_id, counts, drift)
