@@ -162,9 +162,9 @@ def deep_pages(svc: Service, records: int) -> list[Row]:
 
 
 def name_walks(svc: Service) -> list[Row]:
-    """A name filter on a name sort passes every row before its first match. The matrix's `han`
-    (Hannah, Shannon) passes a quarter of the table (Anna); `vic` (Victor, the last first name
-    in name order) passes seven eighths of it ascending and none descending."""
+    """A name filter on a name sort whose matches all come last in name order: `vic` (Victor,
+    the last first name). A walk from the first name would pass seven eighths of the table
+    ascending; it starts at the first Victor instead (crew_name_trigrams)."""
     return [
         measure(svc, f"/crew?name=vic&sort={sort}&limit=100", f"name walk: name=vic&sort={sort}")
         for sort in ("name", "-name")
