@@ -61,22 +61,28 @@ FOLDED_NAME_STATISTICS = (
 )
 
 
-def test_the_folded_name_has_statistics_right_after_its_migration() -> None:
-    """Without them the name filter's `total` is guessed from the pattern, and counted exactly."""
+def upgrade_with_rows_from(revision: str, insert: str) -> None:
+    """Down to `revision`, `insert` rows there, then up to head (head again whatever fails)."""
     config = alembic_config(configure_logger=False)
     try:
-        command.downgrade(config, "0010")
+        command.downgrade(config, revision)
         with get_engine().begin() as connection:
-            connection.exec_driver_sql(
-                "INSERT INTO crew (id, name, status) "
-                "SELECT lpad(to_hex(i), 24, '0'), 'Member ' || i, 'active' "
-                "FROM generate_series(1, 50) AS i"
-            )
+            connection.exec_driver_sql(insert)
         command.upgrade(config, "head")
-        assert query_one(FOLDED_NAME_STATISTICS)[0] == 1
-        assert query_one("SELECT count(*) FROM crew WHERE name_folded = 'member 7'")[0] == 1
     finally:
         migrate()
+
+
+def test_the_folded_name_has_statistics_right_after_its_migration() -> None:
+    """Without them the name filter's `total` is guessed from the pattern, and counted exactly."""
+    upgrade_with_rows_from(
+        "0010",
+        "INSERT INTO crew (id, name, status) "
+        "SELECT lpad(to_hex(i), 24, '0'), 'Member ' || i, 'active' "
+        "FROM generate_series(1, 50) AS i",
+    )
+    assert query_one(FOLDED_NAME_STATISTICS)[0] == 1
+    assert query_one("SELECT count(*) FROM crew WHERE name_folded = 'member 7'")[0] == 1
 
 
 TRIGRAM_TRIGGERS = "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'crew_name_trigrams_on_%'"
@@ -91,15 +97,9 @@ def test_name_trigram_bounds_are_kept_exactly_where_pg_trgm_is_installed() -> No
 def test_the_name_trigram_bounds_start_from_the_crew_already_there() -> None:
     """The migration fills the bounds for the members loaded before it, or their names would
     fall before the start of the walks that should find them."""
-    config = alembic_config(configure_logger=False)
-    try:
-        command.downgrade(config, "0011")
-        with get_engine().begin() as connection:
-            connection.exec_driver_sql(
-                "INSERT INTO crew (id, name, status) VALUES "
-                "(repeat('1', 24), 'Ada Vic', 'active'), (repeat('2', 24), 'Zed Victor', 'active')"
-            )
-        command.upgrade(config, "head")
-        assert tuple(query_one(BOUNDS_OF_VIC)) == ("Ada Vic", "Zed Victor")
-    finally:
-        migrate()
+    upgrade_with_rows_from(
+        "0011",
+        "INSERT INTO crew (id, name, status) VALUES "
+        "(repeat('1', 24), 'Ada Vic', 'active'), (repeat('2', 24), 'Zed Victor', 'active')",
+    )
+    assert tuple(query_one(BOUNDS_OF_VIC)) == ("Ada Vic", "Zed Victor")
