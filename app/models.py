@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Computed,
     DateTime,
+    Identity,
     Index,
     String,
     Text,
@@ -158,10 +159,19 @@ class Crew(CrewBase, table=True):
 # Per three letters or digits, the lowest and highest crew name that ever held them (folded),
 # kept by a trigger on crew (migration 0012): a name filter on a name sort starts its walk at
 # the first name that can contain the text, not at the first name.
+# Rows are only appended (see the migration), so the bounds of a trigram are the lowest and
+# highest over its rows.
 class CrewNameTrigram(SQLModel, table=True):
     __tablename__ = "crew_name_trigrams"
+    __table_args__ = (
+        Index("ix_crew_name_trigrams_lowest", "trigram", "lowest_name"),
+        Index("ix_crew_name_trigrams_highest", "trigram", "highest_name"),
+    )
 
-    trigram: str = Field(sa_type=String(3), primary_key=True)
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
+    )
+    trigram: str = Field(sa_type=String(3))
     lowest_name: str = Field(sa_type=String(200))
     highest_name: str = Field(sa_type=String(200))
 

@@ -42,6 +42,9 @@ ORDER BY name, id
 """
 
 
+LOWEST_VIC = "SELECT min(lowest_name) FROM crew_name_trigrams WHERE trigram = 'vic'"
+
+
 def insert(rows: list[tuple[str, str, bool]]) -> None:
     with get_engine().begin() as connection:
         for row_id, name, deleted in rows:
@@ -137,7 +140,7 @@ def test_a_run_widens_the_bounds_for_what_it_loads(
     """The ingest's upsert (insert, then update on conflict) fires the trigger both ways."""
     upstream.records = [synthetic_crew(i) for i in range(200)]
     assert ingest(client)["status"] == "succeeded"
-    first = query_one("SELECT lowest_name FROM crew_name_trigrams WHERE trigram = 'vic'")[0]
+    first = query_one(LOWEST_VIC)[0]
     assert first == query_one("SELECT min(name) FROM crew WHERE name_folded LIKE '%vic%'")[0]
 
     renamed = [synthetic_crew(i) for i in range(200)]
@@ -145,7 +148,35 @@ def test_a_run_widens_the_bounds_for_what_it_loads(
     upstream.records = renamed
     assert ingest(client)["status"] == "succeeded"
 
-    low = query_one("SELECT lowest_name FROM crew_name_trigrams WHERE trigram = 'vic'")[0]
+    low = query_one(LOWEST_VIC)[0]
     assert low == "Aardvark Vic"
     page = client.get("/crew", params={"name": "vic", "sort": "name", "limit": 1}).json()
     assert page["items"][0]["name"] == "Aardvark Vic"
+
+
+def test_writers_that_widen_the_same_trigrams_never_wait_on_each_other(client: TestClient) -> None:
+    """Each appends its own bound rows: no lock to wait on, so no deadlock and no
+    serialization failure for a writer whose snapshot predates another's widening."""
+    writers = [get_engine().connect() for _ in range(3)]
+    try:
+        first, second, repeatable = writers
+        repeatable.execution_options(isolation_level="REPEATABLE READ")
+        for writer in writers:
+            writer.begin()
+            writer.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+        repeatable.exec_driver_sql("SELECT count(*) FROM crew_name_trigrams")  # its snapshot
+        for writer, number, name in [
+            (first, 1, "Qqa vic"), (second, 2, "Rrb xyz"),  # each widens a trigram first
+            (first, 3, "Sss xyz"), (second, 4, "Ttt vic"),  # then the other's
+        ]:  # fmt: skip
+            writer.execute(text(INSERT), {"id": hex_id(number), "name": name, "deleted": False})
+        first.commit()
+        second.commit()
+        repeatable.execute(text(INSERT), {"id": hex_id(5), "name": "Aaa vic", "deleted": False})
+        repeatable.commit()
+    finally:
+        for writer in writers:
+            writer.close()
+
+    assert mismatches(client, ["vic", "xyz", "aaa"]) == []
+    assert query_one(LOWEST_VIC)[0] == "Aaa vic"

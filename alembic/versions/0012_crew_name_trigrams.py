@@ -31,11 +31,13 @@ down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Widens the bounds to cover the names of the crew rows `rows`. A bound row is written (and
-# locked) only where a bound moves: after the first pages of a large load, hardly ever. Pattern
-# side (app/api/crew_query.py): only windows of three ASCII letters or digits are looked up;
-# show_trgm makes those, unhashed, from every name that contains them. Other trigrams kept here
-# are never looked up.
+# Widens the bounds to cover the names of the crew rows `rows` by appending a row per trigram
+# whose bounds they move (after the first pages of a large load, hardly any). Appending takes no
+# lock a concurrent writer could wait on (no unique key, no update): two transactions that both
+# widen a trigram each add their row, and a reader takes the lowest and highest of them all.
+# Pattern side (app/api/crew_query.py): only windows of three ASCII letters or digits are
+# looked up; show_trgm makes those, unhashed, from every name that contains them. Other
+# trigrams kept here are never looked up.
 WIDEN = """
 WITH seen AS (
     SELECT trigram, min(w.name) AS lowest_name, max(w.name) AS highest_name
@@ -43,18 +45,15 @@ WITH seen AS (
     WHERE length(trigram) = 3 AND strpos(trigram, ' ') = 0
     GROUP BY trigram
 )
-INSERT INTO crew_name_trigrams AS b (trigram, lowest_name, highest_name)
+INSERT INTO crew_name_trigrams (trigram, lowest_name, highest_name)
 SELECT trigram, lowest_name, highest_name FROM seen AS s
 WHERE NOT EXISTS (
     SELECT FROM crew_name_trigrams AS k
-    WHERE k.trigram = s.trigram
-      AND k.lowest_name <= s.lowest_name AND k.highest_name >= s.highest_name
+    WHERE k.trigram = s.trigram AND k.lowest_name <= s.lowest_name
+) OR NOT EXISTS (
+    SELECT FROM crew_name_trigrams AS k
+    WHERE k.trigram = s.trigram AND k.highest_name >= s.highest_name
 )
-ORDER BY trigram
-ON CONFLICT (trigram) DO UPDATE
-SET lowest_name = least(b.lowest_name, excluded.lowest_name),
-    highest_name = greatest(b.highest_name, excluded.highest_name)
-WHERE excluded.lowest_name < b.lowest_name OR excluded.highest_name > b.highest_name
 """
 # Every statement that writes crew widens for its rows, but an ingest run's statements: the run
 # widens once for all the rows it wrote (they carry its now()), before it commits
@@ -88,9 +87,16 @@ def has_pg_trgm() -> bool:
 def upgrade() -> None:
     op.create_table(
         "crew_name_trigrams",
-        sa.Column("trigram", sa.String(3), primary_key=True),
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("trigram", sa.String(3), nullable=False),
         sa.Column("lowest_name", sa.String(200), nullable=False),
         sa.Column("highest_name", sa.String(200), nullable=False),
+    )
+    op.create_index(
+        "ix_crew_name_trigrams_lowest", "crew_name_trigrams", ["trigram", "lowest_name"]
+    )
+    op.create_index(
+        "ix_crew_name_trigrams_highest", "crew_name_trigrams", ["trigram", "highest_name"]
     )
     if not has_pg_trgm():
         op.execute(BY_RUN.format(language="plpgsql", body="BEGIN END"))

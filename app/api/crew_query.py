@@ -145,14 +145,13 @@ CHECKED_BY_KEY = frozenset({"launch"})
 # multibyte trigrams). Trigrams no name holds, or none at all, give no bound: the walk starts at
 # the first name. Mirrored for a descending walk. Same snapshot as the page.
 WALK_START = """
-SELECT coalesce({pick}(b.{edge}), (SELECT {first}(name) FROM crew))
-FROM crew_name_trigrams AS b
-WHERE b.trigram IN (
-    SELECT window_text
+SELECT coalesce({pick}(edge), (SELECT {first}(name) FROM crew))
+FROM (
+    SELECT (SELECT {first}(b.{edge}) FROM crew_name_trigrams AS b WHERE b.trigram = window_text)
     FROM lower(:name_text) AS t(folded), generate_series(1, length(t.folded) - 2) AS i,
         substr(t.folded, i, 3) AS window_text
     WHERE window_text ~ '^[abcdefghijklmnopqrstuvwxyz0123456789]{{3}}$'
-)
+) AS trigram_edges(edge)
 """
 
 
