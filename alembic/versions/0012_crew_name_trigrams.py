@@ -77,6 +77,14 @@ SET enable_sort = off AS $$
 $$
 """
 RUN_ROWS = "(SELECT name, name_folded FROM crew WHERE updated_at = now())"
+# The bounds of the crew as they are now: the migration's fill, and what an operator runs to
+# narrow bounds that renames left wide, or after writing crew with the trigger disabled.
+REBUILD = """
+CREATE FUNCTION crew_name_trigrams_rebuild() RETURNS void LANGUAGE {language}
+SET enable_sort = off AS $$
+{body}
+$$
+"""
 
 
 def has_pg_trgm() -> bool:
@@ -100,8 +108,11 @@ def upgrade() -> None:
     )
     if not has_pg_trgm():
         op.execute(BY_RUN.format(language="plpgsql", body="BEGIN END"))
+        op.execute(REBUILD.format(language="plpgsql", body="BEGIN END"))
         return
     op.execute(BY_RUN.format(language="sql", body=WIDEN.format(rows=RUN_ROWS)))
+    rebuild = "DELETE FROM crew_name_trigrams;" + WIDEN.format(rows="crew")
+    op.execute(REBUILD.format(language="sql", body=rebuild))
     op.execute(ON_WRITE)
     # Transition tables need one trigger per event; an upsert fires both.
     for event in ("INSERT", "UPDATE"):
@@ -110,7 +121,7 @@ def upgrade() -> None:
             "REFERENCING NEW TABLE AS written FOR EACH STATEMENT "
             "EXECUTE FUNCTION crew_name_trigrams_on_write()"
         )
-    op.execute(WIDEN.format(rows="crew"))
+    op.execute("SELECT crew_name_trigrams_rebuild()")
 
 
 def downgrade() -> None:
@@ -118,4 +129,5 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS crew_name_trigrams_on_update ON crew")
     op.execute("DROP FUNCTION IF EXISTS crew_name_trigrams_on_write()")
     op.execute("DROP FUNCTION crew_name_trigrams_widen_for_run()")
+    op.execute("DROP FUNCTION crew_name_trigrams_rebuild()")
     op.drop_table("crew_name_trigrams")
