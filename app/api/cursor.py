@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from app.ingest.storable import UNSTORABLE
+
 HEX24 = re.compile(r"[0-9a-f]{24}")
 MAX_KEY_LENGTH = 2048
 
@@ -44,15 +46,7 @@ def decode(cursor: str, query_fingerprint: str) -> tuple[str, str]:
     issued_for, key, row_id = value
     if issued_for != query_fingerprint:
         raise InvalidCursor("the cursor belongs to another combination of filters and sort")
-    if not HEX24.fullmatch(row_id) or len(key) > MAX_KEY_LENGTH or not is_storable(key):
+    # PostgreSQL text holds neither U+0000 nor a lone surrogate (which JSON allows)
+    if not HEX24.fullmatch(row_id) or len(key) > MAX_KEY_LENGTH or UNSTORABLE.search(key):
         raise InvalidCursor("not a cursor this service issued")
     return key, row_id
-
-
-def is_storable(text: str) -> bool:
-    """Whether PostgreSQL text can hold it: no NUL, and UTF-8 (JSON allows lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
