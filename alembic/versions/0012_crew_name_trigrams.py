@@ -68,23 +68,21 @@ BEGIN
 END
 $$
 """
-# A run's rows have no statistics yet: without `enable_sort = off` the planner expects a few and
-# sorts the millions of (trigram, name) pairs to group them (1.9 s instead of 1.2 for 200,000).
-BY_RUN = """
-CREATE FUNCTION crew_name_trigrams_widen_for_run() RETURNS void LANGUAGE {language}
+# The two functions below group many (trigram, name) pairs. A run's rows have no statistics
+# yet: without `enable_sort = off` the planner expects a few and sorts the millions of pairs to
+# group them (1.9 s instead of 1.2 for 200,000 names).
+FUNCTION = """
+CREATE FUNCTION {name}() RETURNS void LANGUAGE {language}
 SET enable_sort = off AS $$
 {body}
 $$
 """
+# Widens for the rows a run wrote (app/ingest/load.py).
+WIDEN_FOR_RUN = "crew_name_trigrams_widen_for_run"
 RUN_ROWS = "(SELECT name, name_folded FROM crew WHERE updated_at = now())"
 # The bounds of the crew as they are now: the migration's fill, and what an operator runs to
 # narrow bounds that renames left wide, or after writing crew with the trigger disabled.
-REBUILD = """
-CREATE FUNCTION crew_name_trigrams_rebuild() RETURNS void LANGUAGE {language}
-SET enable_sort = off AS $$
-{body}
-$$
-"""
+REBUILD = "crew_name_trigrams_rebuild"
 
 
 def has_pg_trgm() -> bool:
@@ -107,12 +105,13 @@ def upgrade() -> None:
         "ix_crew_name_trigrams_highest", "crew_name_trigrams", ["trigram", "highest_name"]
     )
     if not has_pg_trgm():
-        op.execute(BY_RUN.format(language="plpgsql", body="BEGIN END"))
-        op.execute(REBUILD.format(language="plpgsql", body="BEGIN END"))
+        for name in (WIDEN_FOR_RUN, REBUILD):
+            op.execute(FUNCTION.format(name=name, language="plpgsql", body="BEGIN END"))
         return
-    op.execute(BY_RUN.format(language="sql", body=WIDEN.format(rows=RUN_ROWS)))
+    widen_for_run = WIDEN.format(rows=RUN_ROWS)
+    op.execute(FUNCTION.format(name=WIDEN_FOR_RUN, language="sql", body=widen_for_run))
     rebuild = "DELETE FROM crew_name_trigrams;" + WIDEN.format(rows="crew")
-    op.execute(REBUILD.format(language="sql", body=rebuild))
+    op.execute(FUNCTION.format(name=REBUILD, language="sql", body=rebuild))
     op.execute(ON_WRITE)
     # Transition tables need one trigger per event; an upsert fires both.
     for event in ("INSERT", "UPDATE"):
@@ -121,13 +120,13 @@ def upgrade() -> None:
             "REFERENCING NEW TABLE AS written FOR EACH STATEMENT "
             "EXECUTE FUNCTION crew_name_trigrams_on_write()"
         )
-    op.execute("SELECT crew_name_trigrams_rebuild()")
+    op.execute(f"SELECT {REBUILD}()")
 
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS crew_name_trigrams_on_insert ON crew")
     op.execute("DROP TRIGGER IF EXISTS crew_name_trigrams_on_update ON crew")
     op.execute("DROP FUNCTION IF EXISTS crew_name_trigrams_on_write()")
-    op.execute("DROP FUNCTION crew_name_trigrams_widen_for_run()")
-    op.execute("DROP FUNCTION crew_name_trigrams_rebuild()")
+    for name in (WIDEN_FOR_RUN, REBUILD):
+        op.execute(f"DROP FUNCTION {name}()")
     op.drop_table("crew_name_trigrams")
