@@ -147,6 +147,25 @@ def test_unknown_and_missing_fields_are_schema_drift_not_rejects(
     }
 
 
+def test_schema_drift_adds_up_over_the_pages_of_a_run(
+    client: TestClient, httpx_mock: HTTPXMock, crew_records: list[dict[str, Any]]
+) -> None:
+    first, second = copy.deepcopy(crew_records[:2]), copy.deepcopy(crew_records[2:4])
+    for record in [*first, second[0]]:
+        record["nickname"] = "x"
+    del second[1]["wikipedia"]
+    httpx_mock.add_response(method="POST", url=QUERY_URL, json=envelope(first, has_next=True))
+    httpx_mock.add_response(method="POST", url=QUERY_URL, json=envelope(second, page=2))
+
+    run = ingest(client)
+
+    assert run["status"] == "succeeded" and run["pages_fetched"] == 2
+    assert run["schema_drift"] == {
+        "unknown_fields": {"nickname": 3},
+        "missing_fields": {"wikipedia": 1},
+    }
+
+
 COUNT_FIELDS = (
     "pages_fetched",
     "records_fetched",

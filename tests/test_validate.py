@@ -1,10 +1,11 @@
 """Each validation rule, on the pure validate step."""
 
+import json
 from typing import Any
 
 import pytest
 
-from app.ingest.validate import SchemaDrift, validate_page
+from app.ingest.validate import SchemaDrift, check_page, validate_page
 
 GOOD: dict[str, Any] = {
     "name": "Robert Behnken",
@@ -144,3 +145,11 @@ def test_schema_drift_counts_unknown_and_missing_fields() -> None:
         "unknown_fields": {"crew_role": 1, "rank": 2},
         "missing_fields": {"image": 1},
     }
+
+
+def test_a_checked_page_holds_its_valid_records_as_json_and_its_drift() -> None:
+    page = check_page([{**GOOD, "rank": 1}, {**GOOD, "id": "bad", "rank": 2}])
+
+    assert json.loads(page.crew_json) == [GOOD]
+    assert [r.record_id for r in page.checked.rejects] == ["bad"]
+    assert page.drift.as_json() == {"unknown_fields": {"rank": 2}}

@@ -69,7 +69,8 @@ def run_pipeline(
         connection.commit()
         active_before = load.begin(cursor)
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
-            pages = Prefetcher(extract.iter_pages(client, settings.SPACEX_API_URL, policy))
+            fetched = extract.iter_pages(client, settings.SPACEX_API_URL, policy)
+            pages = Prefetcher(validate.check_page(page.records) for page in fetched)
             try:
                 while (page := next_page(local, pages)) is not None:
                     load_one_page(cursor, local, page, counts, drift)
@@ -157,7 +158,9 @@ def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> No
         log.warning("index upkeep after the run failed", exc_info=True)
 
 
-def next_page(local: registry.LocalRun, pages: Prefetcher[extract.Page]) -> extract.Page | None:
+def next_page(
+    local: registry.LocalRun, pages: Prefetcher[validate.CheckedPage]
+) -> validate.CheckedPage | None:
     """Wait for the prefetched page, stopping as soon as the run is told to (signal, cancel,
     deadline, another process ending it)."""
     while True:
@@ -178,14 +181,13 @@ def check_stop(local: registry.LocalRun) -> None:
 def load_one_page(
     cursor: Any,
     local: registry.LocalRun,
-    page: extract.Page,
+    page: validate.CheckedPage,
     counts: RunCounts,
     drift: validate.SchemaDrift,
 ) -> None:
-    drift.observe(page.records)
-    checked = validate.validate_page(page.records)
-    page_json = validate.PAGE_ADAPTER.dump_json(checked.crew).decode()
-    result = load.load_page(cursor, local.run_id, page_json, len(checked.crew))
+    drift.add(page.drift)
+    checked = page.checked
+    result = load.load_page(cursor, local.run_id, page.crew_json, len(checked.crew))
     load.keep_rows(cursor, validate.known_ids(checked.rejects))
     rejects = checked.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
     stored = counts.records_rejected - counts.rejects_not_stored

@@ -1,4 +1,5 @@
-"""Run an iterator one item ahead in a thread, so fetching page n+1 overlaps loading page n."""
+"""Run an iterator one item ahead in a thread, so fetching and checking page n+1 overlaps
+loading page n."""
 
 import contextvars
 import queue

@@ -65,6 +65,10 @@ class SchemaDrift:
                 self.unknown_fields.update(keys - KNOWN_FIELDS)
                 self.missing_fields.update(KNOWN_FIELDS - keys)
 
+    def add(self, other: "SchemaDrift") -> None:
+        self.unknown_fields.update(other.unknown_fields)
+        self.missing_fields.update(other.missing_fields)
+
     def as_json(self) -> dict[str, dict[str, int]]:
         """The most frequent fields of each kind, by name; an upstream can send any keys."""
         drift = {"unknown_fields": self.unknown_fields, "missing_fields": self.missing_fields}
@@ -76,6 +80,27 @@ class SchemaDrift:
             for name, counts in drift.items()
             if counts
         }
+
+
+@dataclass(frozen=True)
+class CheckedPage:
+    """A page made ready to load: its records as sent, validated, the valid ones as one JSON
+    array, and the drift they show."""
+
+    records: list[Any]
+    checked: ValidatedPage
+    crew_json: str
+    drift: SchemaDrift
+
+
+def check_page(records: list[Any]) -> CheckedPage:
+    """All the Python work a page needs before its load, so that it can run while the load of
+    the page before waits on the database."""
+    drift = SchemaDrift()
+    drift.observe(records)
+    checked = validate_page(records)
+    crew_json = PAGE_ADAPTER.dump_json(checked.crew).decode()
+    return CheckedPage(records, checked, crew_json, drift)
 
 
 def validate_page(records: list[Any]) -> ValidatedPage:
