@@ -4,7 +4,8 @@ and the read path under load, in one run on the same data. Prints one markdown t
 Sections, in order (between two measures of the machine's own speed, bench/machine.py):
 1. ingest: the baseline (one `GET /v4/crew` of the whole array and one `COPY` into an empty table
    with crew's columns and indexes), the first `crew-etl ingest` (its own process: paged
-   `POST /v4/crew/query`, page size 1000, validation, load, run record), a re-ingest of the
+   `POST /v4/crew/query`, page size 1000, validation, load, run record), each three times in
+   empty databases, their medians compared; a re-ingest of the
    same data, and the first ingest of the code before crew versions (git commit
    BEFORE_VERSIONS) into a database of its own, the yardstick for the cost of versions;
 2. index cost: the same `COPY` into a table with the primary key only, then with each of crew's
@@ -22,8 +23,10 @@ rows to the one table (bench/report.py). Usage: `make bench` or `make bench N=20
 """
 
 import argparse
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 
 import psycopg2
 from sqlalchemy.engine import make_url
@@ -36,14 +39,29 @@ from bench.report import Row, read_summary, render
 
 def bench_database(name: str) -> str:
     """A database of our own on the configured (or embedded) server, created fresh."""
-    server_url = make_url(database_url())
-    admin = psycopg2.connect(server_url.set(drivername="postgresql").render_as_string(False))
-    admin.autocommit = True
-    with admin.cursor() as cursor:
+    with admin_cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return server_url.set(database=name).render_as_string(hide_password=False)
+    return make_url(database_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_databases(urls: list[str]) -> None:
+    with admin_cursor() as cursor:
+        for url in urls:
+            cursor.execute(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def admin_cursor() -> Iterator["psycopg2.extensions.cursor"]:
+    """A cursor in autocommit on the server's own database (CREATE and DROP DATABASE)."""
+    server_url = make_url(database_url()).set(drivername="postgresql")
+    admin = psycopg2.connect(server_url.render_as_string(False))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            yield cursor
+    finally:
+        admin.close()
 
 
 def database_label() -> str:
@@ -58,7 +76,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
     with loads.upstream(args.records) as same:
         baseline, copy_rows = loads.physical_limit(url, same)
         seconds = baseline.seconds or 1
-        rows += [baseline, loads.ingest("first", url, same, seconds)]
+        spares = [bench_database(f"{args.database}_first_{n}") for n in range(1, loads.TRIES)]
+        rows += [baseline, loads.first_ingest(url, same, seconds, spares)]
+        drop_databases(spares)
         rows.append(loads.ingest("re-ingest, unchanged", url, same, seconds))
         before = bench_database(f"{args.database}_before_versions")
         rows += loads.first_ingest_before_versions(before, same, seconds)
