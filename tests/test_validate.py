@@ -150,6 +150,6 @@ def test_schema_drift_counts_unknown_and_missing_fields() -> None:
 def test_a_checked_page_holds_its_valid_records_as_json_and_its_drift() -> None:
     page = check_page([{**GOOD, "rank": 1}, {**GOOD, "id": "bad", "rank": 2}])
 
-    assert json.loads(page.crew_json) == [GOOD]
-    assert [r.record_id for r in page.checked.rejects] == ["bad"]
+    assert json.loads(page.crew_json) == [GOOD] and page.valid == 1
+    assert [r.record_id for r in page.rejects] == ["bad"]
     assert page.drift.as_json() == {"unknown_fields": {"rank": 2}}

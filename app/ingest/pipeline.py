@@ -186,15 +186,14 @@ def load_one_page(
     drift: validate.SchemaDrift,
 ) -> None:
     drift.add(page.drift)
-    checked = page.checked
-    result = load.load_page(cursor, local.run_id, page.crew_json, len(checked.crew))
-    load.keep_rows(cursor, validate.known_ids(checked.rejects))
-    rejects = checked.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
+    result = load.load_page(cursor, local.run_id, page.crew_json, page.valid)
+    load.keep_rows(cursor, validate.known_ids(page.rejects))
+    rejects = page.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
     stored = counts.records_rejected - counts.rejects_not_stored
     to_store = rejects[: max(settings.INGEST_MAX_REJECTS_PER_RUN - stored, 0)]
     counts.pages_fetched += 1
     counts.records_fetched += len(page.records)
-    counts.records_valid += len(checked.crew) - len(result.repeated_ids)
+    counts.records_valid += page.valid - len(result.repeated_ids)
     counts.records_rejected += len(rejects)
     counts.rejects_not_stored += len(rejects) - len(to_store)
     counts.rows_inserted += result.inserted

@@ -84,12 +84,13 @@ class SchemaDrift:
 
 @dataclass(frozen=True)
 class CheckedPage:
-    """A page made ready to load: its records as sent, validated, the valid ones as one JSON
-    array, and the drift they show."""
+    """A page made ready to load: its records as sent, the valid ones as one JSON array (the
+    validated objects themselves are dropped), its rejects, and the drift it shows."""
 
     records: list[Any]
-    checked: ValidatedPage
     crew_json: str
+    valid: int
+    rejects: list[Reject]
     drift: SchemaDrift
 
 
@@ -100,7 +101,7 @@ def check_page(records: list[Any]) -> CheckedPage:
     drift.observe(records)
     checked = validate_page(records)
     crew_json = PAGE_ADAPTER.dump_json(checked.crew).decode()
-    return CheckedPage(records, checked, crew_json, drift)
+    return CheckedPage(records, crew_json, len(checked.crew), checked.rejects, drift)
 
 
 def validate_page(records: list[Any]) -> ValidatedPage:
