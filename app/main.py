@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -68,6 +69,14 @@ async def start_up(app: FastAPI) -> None:
     app.state.recovered = True
 
 
+def freeze_start_up_objects() -> None:
+    """Leave what start-up built (about 116,000 objects: modules, models, routes, the pool) out of
+    the collector's full passes, which walked them all: 73 ms on a busy 2-core machine, in which
+    every request in flight waited. Under load that pause was the p99 of a list query."""
+    gc.collect()
+    gc.freeze()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await start_up(app)
@@ -75,12 +84,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     scheduler = None
     if settings.INGEST_INTERVAL_SECONDS > 0:
         scheduler = asyncio.create_task(run_schedule(settings.INGEST_INTERVAL_SECONDS))
+    freeze_start_up_objects()
     yield
     if scheduler is not None:
         scheduler.cancel()
     service.interrupt_local_runs("interrupted: service shutting down")
     await run_in_threadpool(service.wait_for_local_runs, SHUTDOWN_GRACE_SECONDS)
     watchdog.stop()
+    gc.unfreeze()  # an app started again in the same process (tests) freezes afresh
 
 
 # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the service itself (no CDN)

@@ -1,5 +1,6 @@
 """Real server processes on one database: SIGKILL, SIGTERM, racing replicas and migrations."""
 
+import gc
 import os
 import signal
 import subprocess
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.db import database_url, migration_heads
+from app.main import app
 from tests.conftest import crew_checksum, query_one, run_row, wait_until
 from tests.fake_upstream import FakeUpstream, free_port, synthetic_crew
 
@@ -188,3 +191,12 @@ def test_replicas_migrating_at_once_do_not_collide(fresh_database_url: str) -> N
             (head,) for head in migration_heads()
         ]
     engine.dispose()
+
+
+def test_start_up_objects_stay_out_of_full_collections_while_the_app_runs() -> None:
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 50_000  # at least what start-up built: modules, routes
+        assert not any(tracked is app for tracked in gc.get_objects(generation=2))
+
+    assert gc.get_freeze_count() == 0
