@@ -148,8 +148,18 @@ def test_schema_drift_counts_unknown_and_missing_fields() -> None:
 
 
 def test_a_checked_page_holds_its_valid_records_as_json_and_its_drift() -> None:
-    page = check_page([{**GOOD, "rank": 1}, {**GOOD, "id": "bad", "rank": 2}])
+    page = check_page([{**GOOD, "rank": 1}, {**GOOD, "id": "bad", "rank": 2}], keep_rejects=5)
 
     assert json.loads(page.crew_json) == [GOOD] and page.valid == 1
-    assert [r.record_id for r in page.rejects] == ["bad"]
+    assert [r.record_id for r in page.rejects] == ["bad"] and page.rejected == 1
     assert page.drift.as_json() == {"unknown_fields": {"rank": 2}}
+
+
+def test_a_checked_page_keeps_only_the_rejects_asked_for_but_counts_them_all() -> None:
+    ids = [f"{n:024x}" for n in range(4)]
+    records = [{**GOOD, "id": record_id, "status": "bad"} for record_id in ids]
+
+    page = check_page(records, keep_rejects=1)
+
+    assert [r.record_id for r in page.rejects] == ids[:1]
+    assert page.rejected == 4 and page.kept_ids == ids

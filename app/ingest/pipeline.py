@@ -6,7 +6,7 @@ How a run is created, and how its end is recorded, is app/ingest/service.py's bu
 import queue
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ def run_pipeline(
         active_before = load.begin(cursor)
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = extract.iter_pages(client, settings.SPACEX_API_URL, policy)
-            pages = Prefetcher(validate.check_page(page.records) for page in fetched)
+            pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
             try:
                 while (page := next_page(local, pages)) is not None:
                     load_one_page(cursor, local, page, counts, drift)
@@ -178,6 +178,18 @@ def check_stop(local: registry.LocalRun) -> None:
         raise RunStopped(RunStatus.failed, timed_out(local))
 
 
+def checked_pages(
+    pages: Iterator[extract.Page], max_rejects: int
+) -> Iterator[validate.CheckedPage]:
+    """Each page checked, in the prefetch thread. A page keeps its rejects in full only while
+    the run may still store some: load_one_page stores at most max_rejects, counting these
+    rejects and ones it finds itself, so it never needs more than are kept here."""
+    for page in pages:
+        checked = validate.check_page(page.records, keep_rejects=max_rejects)
+        max_rejects = max(max_rejects - checked.rejected, 0)
+        yield checked
+
+
 def load_one_page(
     cursor: Any,
     local: registry.LocalRun,
@@ -187,15 +199,16 @@ def load_one_page(
 ) -> None:
     drift.add(page.drift)
     result = load.load_page(cursor, local.run_id, page.crew_json, page.valid)
-    load.keep_rows(cursor, validate.known_ids(page.rejects))
+    load.keep_rows(cursor, page.kept_ids)
     rejects = page.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
+    rejected = page.rejected + len(result.repeated_ids)
     stored = counts.records_rejected - counts.rejects_not_stored
     to_store = rejects[: max(settings.INGEST_MAX_REJECTS_PER_RUN - stored, 0)]
     counts.pages_fetched += 1
     counts.records_fetched += len(page.records)
     counts.records_valid += page.valid - len(result.repeated_ids)
-    counts.records_rejected += len(rejects)
-    counts.rejects_not_stored += len(rejects) - len(to_store)
+    counts.records_rejected += rejected
+    counts.rejects_not_stored += rejected - len(to_store)
     counts.rows_inserted += result.inserted
     counts.rows_updated += result.updated
     counts.rows_unchanged += result.unchanged

@@ -85,23 +85,33 @@ class SchemaDrift:
 @dataclass(frozen=True)
 class CheckedPage:
     """A page made ready to load: its records as sent, the valid ones as one JSON array (the
-    validated objects themselves are dropped), its rejects, and the drift it shows."""
+    validated objects themselves are dropped), its rejects, and the drift it shows.
+
+    `rejects` holds the first `keep_rejects` of them only (each carries up to MAX_ERRORS + 1
+    error dicts); `rejected` counts them all and `kept_ids` names the rows all of them keep.
+    """
 
     records: list[Any]
     crew_json: str
     valid: int
     rejects: list[Reject]
+    rejected: int
+    kept_ids: list[str]
     drift: SchemaDrift
 
 
-def check_page(records: list[Any]) -> CheckedPage:
+def check_page(records: list[Any], keep_rejects: int) -> CheckedPage:
     """All the Python work a page needs before its load, so that it can run while the load of
     the page before waits on the database."""
     drift = SchemaDrift()
     drift.observe(records)
     checked = validate_page(records)
     crew_json = PAGE_ADAPTER.dump_json(checked.crew).decode()
-    return CheckedPage(records, crew_json, len(checked.crew), checked.rejects, drift)
+    rejects = checked.rejects
+    kept_ids = known_ids(rejects)
+    return CheckedPage(
+        records, crew_json, len(checked.crew), rejects[:keep_rejects], len(rejects), kept_ids, drift
+    )
 
 
 def validate_page(records: list[Any]) -> ValidatedPage:
