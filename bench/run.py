@@ -77,8 +77,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
         baseline, copy_rows = loads.physical_limit(url, same)
         seconds = baseline.seconds or 1
         spares = [bench_database(f"{args.database}_first_{n}") for n in range(1, loads.TRIES)]
-        rows += [baseline, loads.first_ingest(url, same, seconds, spares)]
-        drop_databases(spares)
+        try:
+            rows += [baseline, loads.first_ingest(url, same, seconds, spares)]
+        finally:
+            drop_databases(spares)
         rows.append(loads.ingest("re-ingest, unchanged", url, same, seconds))
         before = bench_database(f"{args.database}_before_versions")
         rows += loads.first_ingest_before_versions(before, same, seconds)
