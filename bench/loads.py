@@ -232,8 +232,9 @@ def first_ingest(url: str, upstream_url: str, baseline: float, spare_urls: list[
     for target in [*spare_urls, url]:
         migrate(target)
         tries.append(ingest("first (one try)", target, upstream_url, baseline))
-    seconds = statistics.median(t.seconds or 0 for t in tries)
-    note = f"{median_note([t.seconds or 0 for t in tries])}; {tries[-1].note}"
+    times = [t.seconds or 0 for t in tries]
+    seconds = statistics.median(times)
+    note = f"{median_note(times)}; {tries[-1].note}"
     return progress(Row("ingest: first", seconds=seconds, ratio=seconds / baseline, note=note))
 
 
