@@ -157,8 +157,8 @@ class Crew(CrewBase, table=True):
 
 
 # Per three letters or digits, the lowest and highest crew name that ever held them (folded),
-# kept by a trigger on crew (migration 0012): a name filter on a name sort starts its walk at
-# the first name that can contain the text, not at the first name.
+# widened by a trigger on crew and, for its own rows, by each ingest run (migration 0012): a name
+# filter on a name sort starts its walk at the first name that can contain the text.
 # Rows are only appended (see the migration), so the bounds of a trigram are the lowest and
 # highest over its rows.
 class CrewNameTrigram(SQLModel, table=True):
