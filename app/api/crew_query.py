@@ -12,8 +12,10 @@ page is an index range scan that stops after `limit` rows, also deep into the ta
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
+from pydantic import GetJsonSchemaHandler
 from sqlalchemy import (
     DateTime,
     Integer,
@@ -40,9 +42,26 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.change_models import CrewVersion
 from app.models import Crew, CrewPublic
 
-SortKey = Literal[
-    "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
-]
+
+class CrewSort(StrEnum):
+    """Sort key of `GET /crew`; a leading `-` sorts descending."""
+
+    name = "name"
+    name_desc = "-name"
+    agency = "agency"
+    agency_desc = "-agency"
+    status = "status"
+    status_desc = "-status"
+    updated_at = "updated_at"
+    updated_at_desc = "-updated_at"
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> Any:
+        """Member names for generated clients (`NAME_DESC`, not `VALUE_1`)."""
+        schema = handler.resolve_ref_schema(handler(core))
+        schema["x-enum-varnames"] = [member.name.upper() for member in cls]
+        return schema
+
 
 DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
 # What a crew member looks like in a response: the CrewPublic fields, in their order.
@@ -191,7 +210,7 @@ def compiled(statement: Any) -> str:
     return str(statement.compile(dialect=DIALECT))
 
 
-def reads_ids_first(source: str, filters: frozenset[str], sort: SortKey, skips: bool) -> bool:
+def reads_ids_first(source: str, filters: frozenset[str], sort: CrewSort, skips: bool) -> bool:
     """Whether the page's ids come from an index-only walk, then its rows by id."""
     if source != "crew" or not ("name" in filters or skips):
         return False
@@ -246,7 +265,7 @@ def total_of(
 def list_query(
     source: str,
     filters: frozenset[str],
-    sort: SortKey,
+    sort: CrewSort,
     keyset: bool,
     skips: bool = False,
     trigrams: bool = False,
