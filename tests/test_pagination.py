@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from app.api.crew_query import CrewSort
+from app.api.crew_sort import CrewSort
 from app.db import get_engine
 from tests.conftest import ingest
 from tests.fake_upstream import FakeUpstream

@@ -13,7 +13,8 @@ from sqlmodel import col, select
 
 from app.api import conditional, responses
 from app.api import cursor as cursors
-from app.api.crew_query import PUBLIC_FIELDS, SOURCES, CrewSort, compiled, list_query, public_column
+from app.api.crew_query import PUBLIC_FIELDS, SOURCES, compiled, list_query, public_column
+from app.api.crew_sort import CrewSort
 from app.api.deps import in_read_thread
 from app.models import HAS_TEXT, HEX24_ANY_CASE, Crew, CrewPublic, CrewStatus, CursorPage
 

@@ -12,10 +12,8 @@ page is an index range scan that stops after `limit` rows, also deep into the ta
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from pydantic import GetJsonSchemaHandler
 from sqlalchemy import (
     DateTime,
     Integer,
@@ -39,29 +37,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.api.crew_sort import CrewSort
 from app.change_models import CrewVersion
 from app.models import Crew, CrewPublic
-
-
-class CrewSort(StrEnum):
-    """Sort key of `GET /crew`; a leading `-` sorts descending."""
-
-    name = "name"
-    name_desc = "-name"
-    agency = "agency"
-    agency_desc = "-agency"
-    status = "status"
-    status_desc = "-status"
-    updated_at = "updated_at"
-    updated_at_desc = "-updated_at"
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> Any:
-        """Member names for generated clients (`NAME_DESC`, not `VALUE_1`)."""
-        schema = handler.resolve_ref_schema(handler(core))
-        schema["x-enum-varnames"] = [member.name.upper() for member in cls]
-        return schema
-
 
 DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
 # What a crew member looks like in a response: the CrewPublic fields, in their order.

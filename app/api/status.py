@@ -163,7 +163,7 @@ UNAVAILABLE = {
 def read_status_json(request: Request) -> Response:
     """Freshness, the last run and its first rejects, the last 50 runs, crew counts and how to
     start a run: what `GET /` shows a browser, as JSON."""
-    return status_answer(request, as_json=True)
+    return status_answer(request, as_json=True, headers={"Cache-Control": "no-cache"})
 
 
 HTML = {"text/html": {"schema": {"type": "string"}}}
@@ -188,15 +188,13 @@ HTML = {"text/html": {"schema": {"type": "string"}}}
 def read_status(request: Request) -> Response:
     """For browsers: HTML for any `Accept` that does not prefer `application/json` (`*/*`
     included); the JSON of `GET /status` when it does. Clients should call `GET /status`."""
-    return status_answer(request, wants_json(request.headers.get("accept")))
+    as_json = wants_json(request.headers.get("accept"))
+    return status_answer(request, as_json, {"Vary": "Accept", "Cache-Control": "no-cache"})
 
 
-def status_answer(request: Request, as_json: bool) -> Response:
+def status_answer(request: Request, as_json: bool, headers: dict[str, str]) -> Response:
     """The summary as JSON or as the page, 503 when the database cannot be read."""
     service = service_info(request.app)
-    headers = {"Cache-Control": "no-cache"}
-    if request.url.path == "/":
-        headers["Vary"] = "Accept"
     try:
         summary: StatusSummary | None = read_summary(request.app, service)
     except SQLAlchemyError as exc:
