@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from openapi_core import OpenAPI
+from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
+from openapi_core.deserializing.media_types.util import plain_loads
 from openapi_core.validation.response.validators import V31ResponseHeadersValidator
 from starlette.routing import Match
 from werkzeug.datastructures import Headers, ImmutableMultiDict
@@ -57,7 +58,11 @@ class Contract:
 
     @functools.cached_property
     def openapi(self) -> OpenAPI:
-        return OpenAPI.from_dict(self.app.openapi())
+        # an event stream is text, checked against its declared schema like text/plain
+        text = {"text/event-stream": plain_loads}
+        return OpenAPI.from_dict(
+            self.app.openapi(), config=Config(extra_media_type_deserializers=text)
+        )
 
     def outside_document(self, request: httpx.Request) -> bool:
         """Whether an app route left out of the document answers this path."""
