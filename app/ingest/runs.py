@@ -14,7 +14,7 @@ from typing import Any
 import stamina
 import structlog
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.config import settings
@@ -122,10 +122,13 @@ def short_transaction(engine: Engine | None = None) -> Iterator[Connection]:
 def queue_run(values: dict[str, Any]) -> int | None:
     """The id of the run queued with `values`, or None when another run is active or the
     schedule slot is taken; on the API's connections."""
-    with short_transaction(get_engine()) as connection:
-        connection.exec_driver_sql(LOCK_RUN_CREATION, {"key": RUN_CREATION_LOCK})
-        queued = connection.exec_driver_sql(QUEUE_RUN, {**values, "owner": OWNER_ID})
-        return queued.scalar_one_or_none()
+    try:
+        with short_transaction(get_engine()) as connection:
+            connection.exec_driver_sql(LOCK_RUN_CREATION, {"key": RUN_CREATION_LOCK})
+            queued = connection.exec_driver_sql(QUEUE_RUN, {**values, "owner": OWNER_ID})
+            return queued.scalar_one_or_none()
+    except IntegrityError:  # a creator that took no lock (an older replica) queued one first
+        return None
 
 
 def mark_running(run_id: int) -> bool:
