@@ -109,7 +109,7 @@ def next_link(request: Request, next_cursor: str) -> str:
     response_model=CursorPage[CrewPublic],
     response_description="A page of crew members, with `next` to continue",
     operation_id="list_crew",
-    responses=responses.conditional_get("", Link=responses.LINK_NEXT),
+    responses=responses.conditional_get(Link=responses.LINK_NEXT),
 )
 async def read_crew(
     request: Request,

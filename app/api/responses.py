@@ -70,8 +70,10 @@ def not_found(what: str) -> dict[int | str, dict[str, Any]]:
     return {404: {"model": Problem, "description": f"No {what} with this id"}}
 
 
-def conditional_get(what: str, **headers: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
-    """A conditional read: 200 with validators (and `headers`), 304, 404 when `what` is named,
-    and 503."""
+def conditional_get(
+    missing: str | None = None, **headers: dict[str, Any]
+) -> dict[int | str, dict[str, Any]]:
+    """A conditional read: 200 with the validators (and `headers`), 304, 503, and a 404 when
+    the `missing` thing can be unknown."""
     ok: dict[int | str, dict[str, Any]] = {200: {"headers": {**VALIDATORS, **headers}}}
-    return {**ok, **NOT_MODIFIED, **(not_found(what) if what else {}), **DATABASE_DOWN}
+    return {**ok, **NOT_MODIFIED, **(not_found(missing) if missing else {}), **DATABASE_DOWN}
