@@ -5,10 +5,12 @@ HEAD (RFC 9110 §9.3.2) answers the GET's status and headers, without its body.
 FastAPI registers its routes for GET only, and Starlette's router answers HEAD on them with 405;
 this ASGI middleware hands the router a GET instead and drops the body on the way out. A body
 that streams (an event stream) is not waited for: once the headers are out, the route is told
-the client went away, as a disconnect would. No database, no routes here."""
+the client went away, as a server tells it (a disconnect to receive, an OSError from send). No
+database, no routes here."""
 
 from collections.abc import Iterable
 
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,11 +49,15 @@ class HeadAsGet:
 
         async def headers_only(message: Message) -> None:
             nonlocal headers_sent
-            if headers_sent:
-                return  # the body, or what is left of it
+            if headers_sent:  # more of a streamed body: gone, as to a client that left
+                raise OSError("HEAD: the body is not sent")
             if message["type"] == "http.response.body":
                 headers_sent = True
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive_or_leave, headers_only)
+        try:
+            await self.app({**scope, "method": "GET"}, receive_or_leave, headers_only)
+        except (OSError, ClientDisconnect):
+            if not headers_sent:
+                raise
