@@ -53,7 +53,8 @@ def test_full_ingest_loads_every_fixture_record(
         "rows_unchanged": 0,
         "rows_deleted": 0,
     }
-    assert run["error"] is None and run["schema_drift"] == {}
+    assert run["error"] is None
+    assert run["schema_drift"] == {"unknown_fields": {}, "missing_fields": {}}
     assert run["started_at"] <= run["finished_at"]
     assert query_one("SELECT count(*) FROM crew")[0] == 18
     request = httpx_mock.get_requests()[0]
