@@ -22,12 +22,13 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import metrics
-from app.api import crew, health, history, ingest, status
+from app.api import crew, health, history, ingest, schedule, status, webhooks
 from app.config import settings
 from app.db import database_location, migrate
 from app.ingest import registry, runs, service
 from app.ingest.watchdog import watchdog
 from app.logs import AccessLog, configure_logging, database_cause
+from app.notify.worker import worker as webhook_worker
 from app.scheduler import run_schedule
 
 # At import, before the server logs its first line: with LOG_FORMAT=json every line is JSON.
@@ -66,6 +67,7 @@ async def start_up(app: FastAPI) -> None:
     await run_in_threadpool(runs.reap_stale, settings.INGEST_STALE_AFTER_SECONDS)
     registry.accept_runs()
     watchdog.start()  # heartbeats for this process's runs; ends runs abandoned by any process
+    webhook_worker.start()  # delivers the outbox; its own threads and connections
     app.state.recovered = True
 
 
@@ -98,6 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.interrupt_local_runs("interrupted: service shutting down")
         await run_in_threadpool(service.wait_for_local_runs, SHUTDOWN_GRACE_SECONDS)
         watchdog.stop()
+        webhook_worker.stop()
     finally:
         if froze:  # an app started again in the same process (tests) freezes afresh
             gc.unfreeze()
@@ -117,6 +120,8 @@ app.include_router(history.router)
 app.include_router(ingest.router)
 app.include_router(health.router)
 app.include_router(status.router)
+app.include_router(webhooks.router)
+app.include_router(schedule.router)
 app.add_middleware(AccessLog)
 Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app)
 

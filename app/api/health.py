@@ -6,12 +6,14 @@ READY_DEADLINE_SECONDS whatever the database does.
 """
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from app import schedule_state
 from app.db import probe_engine, schema_is_current
 from app.scheduler import state as scheduler_state
 
@@ -28,6 +30,11 @@ class Health(BaseModel):
         "INGEST_INTERVAL_SECONDS is set",
     )
     problems: list[str] = Field(default=[], description="Why each failing check fails")
+    schedule: Literal["running", "paused"] | None = Field(
+        default=None,
+        description="Scheduled runs: `paused` while POST /schedule/pause holds them (not a "
+        "failure); null from /healthz, or when the database could not say",
+    )
 
 
 @router.get("/healthz", summary="Liveness", response_description="The process is up")
@@ -36,15 +43,22 @@ async def read_health() -> Health:
     return Health(status="ok")
 
 
-def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str]]:
-    """Database reachable, migrations at head, start-up recovery done, scheduler ticking."""
+Schedule = Literal["running", "paused"] | None
+
+
+def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str], Schedule]:
+    """Database reachable, migrations at head, start-up recovery done, scheduler ticking; and
+    whether the schedule is paused."""
     checks = {"database": False, "migrations": False, "recovery": False}
     problems: list[str] = []
+    schedule: Schedule = None
     try:
-        with probe_engine().connect() as connection:  # one connection for both checks
+        with probe_engine().connect() as connection:  # one connection for every check
             connection.execute(text("SELECT 1"))
             checks["database"] = True
             checks["migrations"] = schema_is_current(connection)
+            if checks["migrations"]:
+                schedule = "paused" if schedule_state.is_paused(connection) else "running"
         if not checks["migrations"]:
             problems.append("the schema is not at the newest migration")
     except Exception as exc:  # a down database is an answer here, not an error
@@ -56,7 +70,7 @@ def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str]]:
         problem = scheduler_state.problem()
         checks["scheduler"] = problem is None
         problems += [problem] if problem else []
-    return checks, problems
+    return checks, problems, schedule
 
 
 def readiness_checks(app: FastAPI) -> dict[str, bool]:
@@ -72,13 +86,16 @@ def readiness_checks(app: FastAPI) -> dict[str, bool]:
 async def read_readiness(request: Request) -> Health:
     """Database reachable, migrations at head, start-up recovery done, scheduler ticking."""
     try:
-        checks, problems = await asyncio.wait_for(
+        checks, problems, schedule = await asyncio.wait_for(
             asyncio.to_thread(readiness, request.app), READY_DEADLINE_SECONDS
         )
     except TimeoutError:
-        checks, problems = {"database": False}, ["database: no answer in time"]
+        checks, problems, schedule = {"database": False}, ["database: no answer in time"], None
     health = Health(
-        status="ok" if all(checks.values()) else "unavailable", checks=checks, problems=problems
+        status="ok" if all(checks.values()) else "unavailable",
+        checks=checks,
+        problems=problems,
+        schedule=schedule,
     )
     if health.status != "ok":
         return JSONResponse(health.model_dump(), status_code=503)  # type: ignore[return-value]
