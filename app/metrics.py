@@ -39,6 +39,11 @@ CONSECUTIVE_FAILURES = Gauge(
     "Runs (dry runs aside) that failed since the last successful one",
     multiprocess_mode="mostrecent",
 )
+STALE_AFTER = Gauge(
+    "crew_etl_stale_after_seconds",
+    "The stale window: no successful run for this long makes the data stale",
+    multiprocess_mode="max",
+)
 SCHEDULE_PAUSED = Gauge(
     "crew_etl_schedule_paused",
     "1 while the schedule is paused (POST /schedule/pause), else 0",

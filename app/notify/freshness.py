@@ -41,7 +41,7 @@ def check(connection: Connection, stale_after_seconds: float) -> str | None:
     """Announce a stale period or its end if due; refresh the gauges. Returns the event queued."""
     announced = connection.exec_driver_sql(LOCK_STATE).scalar_one()
     look = connection.exec_driver_sql(LOOK).mappings().one()
-    refresh_gauges(connection, look)
+    refresh_gauges(connection, look, stale_after_seconds)
     since = look["last_success_at"] or look["first_run_at"]
     stale_for = (look["now"] - since).total_seconds() if since else 0.0
     stale = stale_for > stale_after_seconds
@@ -69,9 +69,10 @@ def announce(connection: Connection, kind: str, data: dict[str, Any], at: Any) -
     return kind
 
 
-def refresh_gauges(connection: Connection, look: Any) -> None:
+def refresh_gauges(connection: Connection, look: Any, stale_after_seconds: float) -> None:
     """Every process exports the truth from the database, whichever process ran the runs (and
     after a restart, before its first run)."""
+    metrics.STALE_AFTER.set(stale_after_seconds)
     if look["last_success_at"] is not None:
         metrics.LAST_SUCCESS.set(look["last_success_at"].timestamp())
     metrics.CONSECUTIVE_FAILURES.set(look["failures"])
