@@ -116,3 +116,25 @@ def test_no_stale_announcement_while_paused(quiet: TestClient, upstream: FakeUps
 def test_dry_runs_do_not_count_as_fresh(quiet: TestClient, upstream: FakeUpstream) -> None:
     ingest(quiet, dry_run=True)
     assert check_freshness(0.001) == "ingest.freshness.stale"  # a dry run loaded nothing
+
+
+def test_the_status_page_shows_the_pause_and_the_last_deliveries(client: TestClient) -> None:
+    client.post("/schedule/pause", params={"reason": "upstream maintenance"})
+    with get_engine().begin() as connection:  # one delivery that failed, as the worker records
+        connection.exec_driver_sql(
+            "INSERT INTO webhook_deliveries (outbox_id, msg_id, event_type, payload, url_key, "
+            "url_redacted, status, attempts, last_status, last_error) SELECT id, 'msg_1', kind, "
+            "'{}', 'k', 'https://hooks.example/***', 'failed', 8, 500, 'HTTP 500: down' "
+            "FROM webhook_outbox"
+        )
+    summary = client.get("/", headers={"Accept": "application/json"}).json()
+    assert summary["schedule"]["paused"] is True
+    assert summary["schedule"]["reason"] == "upstream maintenance"
+    webhooks = summary["webhooks"]
+    assert (webhooks["receivers"], webhooks["pending"], webhooks["failed"]) == (0, 0, 1)
+    assert webhooks["last"][0]["event_type"] == "ingest.schedule.paused"
+    assert webhooks["last"][0]["last_error"] == "HTTP 500: down"
+
+    page = client.get("/").text
+    assert 'id="schedule-paused"' in page and "upstream maintenance" in page
+    assert "0 pending, 1 failed, 0 gone" in page and "HTTP 500: down" in page
