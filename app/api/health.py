@@ -30,10 +30,16 @@ class Health(BaseModel):
         "INGEST_INTERVAL_SECONDS is set",
     )
     problems: list[str] = Field(default=[], description="Why each failing check fails")
-    schedule: Literal["running", "paused"] | None = Field(
-        default=None,
-        description="Scheduled runs: `paused` while POST /schedule/pause holds them (not a "
-        "failure); null from /healthz, or when the database could not say",
+
+
+Schedule = Literal["running", "paused"] | None
+
+
+# Readiness adds what an operator should know that is not a failure.
+class Readiness(Health):
+    schedule: Schedule = Field(
+        description="Scheduled runs: `paused` while POST /schedule/pause holds them (ready all "
+        "the same); null when the database could not say"
     )
 
 
@@ -41,9 +47,6 @@ class Health(BaseModel):
 async def read_health() -> Health:
     """The process is up and serving requests (no database, no worker thread involved)."""
     return Health(status="ok")
-
-
-Schedule = Literal["running", "paused"] | None
 
 
 def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str], Schedule]:
@@ -81,9 +84,9 @@ def readiness_checks(app: FastAPI) -> dict[str, bool]:
     "/readyz",
     summary="Readiness",
     response_description="Ready: every check passed",
-    responses={503: {"model": Health, "description": "Not ready; `problems` says why"}},
+    responses={503: {"model": Readiness, "description": "Not ready; `problems` says why"}},
 )
-async def read_readiness(request: Request) -> Health:
+async def read_readiness(request: Request) -> Readiness:
     """Database reachable, migrations at head, start-up recovery done, scheduler ticking."""
     try:
         checks, problems, schedule = await asyncio.wait_for(
@@ -91,7 +94,7 @@ async def read_readiness(request: Request) -> Health:
         )
     except TimeoutError:
         checks, problems, schedule = {"database": False}, ["database: no answer in time"], None
-    health = Health(
+    health = Readiness(
         status="ok" if all(checks.values()) else "unavailable",
         checks=checks,
         problems=problems,
