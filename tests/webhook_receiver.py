@@ -1,11 +1,12 @@
 """A webhook receiver on 127.0.0.1 for the tests: it verifies every request with the
 `standardwebhooks` package, as a real receiver would, and answers as the test scripts it
-(a status, a hang, a wait for the test's signal); 200 once the script runs out."""
+(a status, a hang, a wait for the test's signal); `default` (200) once the script runs out."""
 
 import base64
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class Received:
     body: bytes
     verified: bool
     answered: int | None  # None: the receiver hung up without answering in time
+    arrived_at: float = field(default_factory=time.time)
 
     @property
     def event(self) -> dict[str, Any]:
@@ -46,6 +48,7 @@ class Receiver:
     def __init__(self, secret: str | None) -> None:
         self.secret = secret
         self.script: list[Step] = []
+        self.default = Step()  # once the script runs out
         self.received: list[Received] = []
         self.arrived = threading.Event()
         self.lock = threading.Lock()
@@ -70,7 +73,7 @@ class Receiver:
     def answer(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
         headers = {key.lower(): value for key, value in request.headers.items()}
         with self.lock:
-            step = self.script.pop(0) if self.script else Step()
+            step = self.script.pop(0) if self.script else self.default
             entry = Received(
                 headers.get("webhook-id", ""), headers, body, self.verify(headers, body), None
             )

@@ -9,12 +9,18 @@ from app.api.deps import ReadConnectionDep, WriteAccess
 from app.api.ingest import Problem
 from app.api.webhooks import UNAVAILABLE
 from app.db import get_engine
+from app.models import PRINTABLE
 from app.schedule_state import SchedulePublic, change, read
 
 router = APIRouter(prefix="/schedule", tags=["schedule"])
 
 Reason = Annotated[
-    str | None, Query(max_length=500, description="Why; shown on the status page and in events")
+    str | None,
+    Query(
+        max_length=500,
+        pattern=PRINTABLE,
+        description="Why; shown on the status page and in events",
+    ),
 ]
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or wrong bearer token"},
