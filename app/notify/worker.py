@@ -11,7 +11,7 @@ import random
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -56,8 +56,7 @@ class DeliveryWorker:
     def __init__(self) -> None:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._in_flight = 0
-        self._lock = threading.Lock()
+        self._sending: set[Future[None]] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._client: httpx.Client | None = None
         self._next_freshness = 0.0
@@ -66,6 +65,7 @@ class DeliveryWorker:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
+        self._sending = set()
         self._pool = ThreadPoolExecutor(settings.WEBHOOK_CONCURRENCY, "webhook-send")
         self._client = sender.make_client(settings.WEBHOOK_TIMEOUT_SECONDS)
         self._thread = threading.Thread(target=self._loop, name="webhook-worker", daemon=True)
@@ -103,17 +103,16 @@ class DeliveryWorker:
             fanned = outbox.fan_out(
                 connection, settings.WEBHOOK_URL, settings.WEBHOOK_EVENTS, settings.PUBLIC_BASE_URL
             )
-        free = settings.WEBHOOK_CONCURRENCY - self._in_flight
+        self._sending = {future for future in self._sending if not future.done()}
+        free = settings.WEBHOOK_CONCURRENCY - len(self._sending)
         if free <= 0:
             return False
         lease = settings.WEBHOOK_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS
         with engine().begin() as connection:
             claimed = outbox.claim(connection, OWNER_ID, free, lease)
+        assert self._pool is not None
         for delivery in claimed:
-            with self._lock:
-                self._in_flight += 1
-            assert self._pool is not None
-            self._pool.submit(self._attempt, delivery)
+            self._sending.add(self._pool.submit(self._attempt, delivery))
         return bool(fanned or claimed)
 
     def _attempt(self, delivery: dict[str, Any]) -> None:
@@ -124,9 +123,6 @@ class DeliveryWorker:
             self.record(delivery, answer)
         except Exception:
             log.exception("webhook attempt failed unexpectedly", delivery_id=delivery["id"])
-        finally:
-            with self._lock:
-                self._in_flight -= 1
 
     def send(self, delivery: dict[str, Any]) -> sender.Answer:
         urls = {sender.url_key(url): url for url in settings.WEBHOOK_URL}
