@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     """Every knob comes from the environment (or `.env`); names are part of the contract."""
 
     # An empty variable means "not set" (compose passes every setting as `${NAME:-}`).
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+    # Errors name the setting and the rule, never the value: it may be a secret or a password.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
+    )
 
     # None starts the embedded PostgreSQL under EMBEDDED_PG_DIR.
     DATABASE_URL: str | None = Field(

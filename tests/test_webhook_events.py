@@ -3,6 +3,10 @@
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings
 from app.notify import events
 
 
@@ -64,3 +68,30 @@ def test_slack_line_links_the_run_when_the_base_url_is_known() -> None:
         "text": "crew-etl: run 7 failed (upstream): page 1: HTTP 500 after 3 attempts "
         "<https://crew.example.com/ingest/7>"
     }
+
+
+def settings_from(**env: str) -> Settings:
+    return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+
+
+def test_webhook_settings_are_comma_separated_and_checked() -> None:
+    secret = "whsec_" + "A" * 32
+    loaded = settings_from(
+        WEBHOOK_URL="https://a.example/h, http://b.example",
+        WEBHOOK_SECRET=secret,
+        WEBHOOK_RETRY_SCHEDULE_SECONDS="1,2.5",
+    )
+    assert loaded.WEBHOOK_URL == ["https://a.example/h", "http://b.example"]
+    assert loaded.WEBHOOK_RETRY_SCHEDULE_SECONDS == [1.0, 2.5]
+    assert "ingest.run.succeeded" not in loaded.WEBHOOK_EVENTS
+    assert "ingest.run.failed" in loaded.WEBHOOK_EVENTS
+
+    with pytest.raises(ValidationError, match="set WEBHOOK_SECRET"):
+        settings_from(WEBHOOK_URL="https://a.example/h")
+    with pytest.raises(ValidationError, match="unknown event types") as unknown:
+        settings_from(WEBHOOK_EVENTS="ingest.run.failed,ingest.run.exploded")
+    assert "ingest.run.exploded" in str(unknown.value)
+    with pytest.raises(ValidationError, match="whsec_ followed by base64") as bad:
+        settings_from(WEBHOOK_URL="https://a.example/h", WEBHOOK_SECRET="whsec_!!t0ps3cret")
+    assert "t0ps3cret" not in str(bad.value)  # a secret never reaches an error message
+    assert settings_from(WEBHOOK_URL="https://hooks.slack.example/x", WEBHOOK_FORMAT="slack")
