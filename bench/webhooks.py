@@ -23,6 +23,7 @@ from bench.run import bench_database, drop_databases
 from tests.fake_upstream import free_port
 from tests.webhook_receiver import Receiver, Step, new_secret, running_receiver
 
+PART_SECONDS = 45  # three 15-second hangs of every sending thread
 UVICORN = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
 
 
@@ -85,15 +86,19 @@ def delivery_latency(database: str, url: str, receiver: Receiver, runs: int) -> 
     return [arrivals[run_id] - ends[run_id] for run_id in run_ids]
 
 
-def runs_and_reads(url: str, runs: int, reads: int) -> tuple[list[float], list[float]]:
+def runs_and_reads(url: str, seconds: float) -> tuple[list[float], list[float]]:
+    """For `seconds`: a run, then 20 reads (a page of crew, a page of runs), and again."""
+    run_times: list[float] = []
+    read_times: list[float] = []
+    deadline = time.monotonic() + seconds
     with httpx.Client(base_url=url, timeout=30) as client:
-        run_times = [run_once(client)[1] for _ in range(runs)]
-        read_times = []
-        for index in range(reads):
-            started = time.monotonic()
-            path = "/crew?limit=100" if index % 2 else "/ingest?limit=20"
-            assert client.get(path).status_code == 200
-            read_times.append(time.monotonic() - started)
+        while time.monotonic() < deadline:
+            run_times.append(run_once(client)[1])
+            for index in range(20):
+                started = time.monotonic()
+                path = "/crew?limit=100" if index % 2 else "/ingest?limit=20"
+                assert client.get(path).status_code == 200
+                read_times.append(time.monotonic() - started)
     return run_times, read_times
 
 
@@ -107,15 +112,17 @@ def main() -> None:
             with service(database, upstream_url, receiver) as url:
                 latencies = delivery_latency(database, url, receiver, args.runs)
                 print(summary("run end -> receiver", latencies))
-                quick = runs_and_reads(url, 20, 400)
+                before = runs_and_reads(url, PART_SECONDS)
                 receiver.default = Step(hang_seconds=15)  # every call from now on
-                hung = runs_and_reads(url, 20, 400)
-                hanging = sum(1 for entry in receiver.received if entry.answered is None)
-            print(summary("run, receiver answering", quick[0]))
-            print(summary("run, receiver hanging 15 s", hung[0]))
-            print(summary("read, receiver answering", quick[1]))
-            print(summary("read, receiver hanging 15 s", hung[1]))
-            print(f"calls left hanging by the receiver during the second part: {hanging}")
+                sent = len(receiver.received)
+                hung = runs_and_reads(url, PART_SECONDS)
+                hanging = len(receiver.received) - sent
+                receiver.default = Step()
+                after = runs_and_reads(url, PART_SECONDS)
+            for name, part in (("answering", before), ("hanging 15 s", hung), ("answering", after)):
+                print(summary(f"run, receiver {name}", part[0]))
+                print(summary(f"read, receiver {name}", part[1]))
+            print(f"calls the receiver held for 15 s while it hung: {hanging}")
     finally:
         drop_databases([database])
 

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from app.cli import cli
 from app.config import WEBHOOK_EVENT_TYPES, settings
 from app.db import get_engine
 from app.main import app
@@ -243,3 +245,17 @@ def test_slack_format_sends_a_text_line(
         wait_until(ended)
     assert receiver.received[0].event == {"text": "crew-etl: the schedule was paused (deploy)"}
     assert "webhook-signature" not in receiver.received[0].headers
+
+
+def test_cli_webhooks_test_sends_a_signed_ping_and_prints_the_answer(receiver: Receiver) -> None:
+    result = CliRunner().invoke(cli, ["webhooks", "test"])
+    assert result.exit_code == 0, result.output
+    assert f"http://127.0.0.1:{receiver.port}/***: HTTP 200 in" in result.output
+    [entry] = receiver.received
+    assert entry.verified and entry.event["type"] == "ping"
+    assert entry.msg_id.startswith("msg_")
+
+    receiver.script = [Step(status=410)]
+    failed = CliRunner().invoke(cli, ["webhooks", "test"])
+    assert failed.exit_code == 1
+    assert "HTTP 410" in failed.output
