@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from app.notify import events
+from app.notify.sender import redacted, url_key
 
 # The oldest outbox rows not yet turned into deliveries; a row another process is fanning out
 # is skipped, not waited for.
@@ -97,8 +98,6 @@ ON CONFLICT DO NOTHING
 def fan_out(connection: Connection, urls: list[str], wanted: list[str], base: str | None) -> int:
     """Turn waiting outbox rows into deliveries: one per wanted event and receiver. Returns
     the number of rows handled. Without receivers the rows are marked and nothing is queued."""
-    from app.notify.sender import redacted, url_key
-
     rows = connection.exec_driver_sql(WAITING).mappings().all()
     for row in rows:
         for event_type, data in row_events(connection, row, base):
