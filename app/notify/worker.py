@@ -81,17 +81,21 @@ class DeliveryWorker:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        backoff = (
+            0.0  # while the database is away: up to 5 s between tries, not a log line per poll
+        )
         while not self._stopping.is_set():
             try:
                 busy = self.tick()
+                backoff = 0.0
             except DATABASE_ERRORS as exc:
                 log.warning("webhook worker cannot reach the database", error=short(exc))
-                busy = False
+                busy, backoff = False, min(max(backoff * 2, 0.5), 5.0)
             except Exception:  # never let the loop die: events wait on it
                 log.exception("webhook worker tick failed")
                 busy = False
             if not busy:
-                self._stopping.wait(settings.WEBHOOK_POLL_SECONDS)
+                self._stopping.wait(max(settings.WEBHOOK_POLL_SECONDS, backoff))
 
     def tick(self) -> bool:
         """One round; True when there may be more to do at once."""
