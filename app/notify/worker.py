@@ -65,7 +65,7 @@ class DeliveryWorker:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
-        self._sending = set()
+        self._sending, self._next_freshness = set(), 0.0
         self._pool = ThreadPoolExecutor(settings.WEBHOOK_CONCURRENCY, "webhook-send")
         self._client = sender.make_client(settings.WEBHOOK_TIMEOUT_SECONDS)
         self._thread = threading.Thread(target=self._loop, name="webhook-worker", daemon=True)
@@ -81,9 +81,8 @@ class DeliveryWorker:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
-        backoff = (
-            0.0  # while the database is away: up to 5 s between tries, not a log line per poll
-        )
+        # While the database is away: up to 5 s between tries, not a log line every poll.
+        backoff = 0.0
         while not self._stopping.is_set():
             try:
                 busy = self.tick()
