@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlmodel import Session, col, select
 
-from app import metrics
+from app import cli_notify, metrics
 from app.config import settings
 from app.logs import configure_logging
 from app.models import IngestRun
@@ -26,6 +26,8 @@ from app.models import IngestRun
 log = structlog.get_logger("crew_etl")
 cli = typer.Typer(help="SpaceX crew ETL: ingest the crew API into PostgreSQL and serve it.")
 console = Console()
+cli.add_typer(cli_notify.webhooks, name="webhooks")
+cli.add_typer(cli_notify.schedule, name="schedule")
 
 
 @cli.command()

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from app import metrics
-from app.api import crew, health, history, ingest, status
+from app.api import crew, health, history, ingest, schedule, status, webhooks
 from app.api.document import keep_null_examples
 from app.api.methods import HeadAsGet, allowed_methods
 from app.api.responses import RETRY_AFTER_SECONDS, DatabaseUnavailable
@@ -32,6 +32,7 @@ from app.ingest import registry, runs, service
 from app.ingest.watchdog import watchdog
 from app.logs import AccessLog, configure_logging, database_cause
 from app.models import CrewPublic, IngestRejectPublic, IngestRunPublic
+from app.notify.worker import worker as webhook_worker
 from app.scheduler import run_schedule
 
 # At import, before the server logs its first line: with LOG_FORMAT=json every line is JSON.
@@ -69,6 +70,7 @@ async def start_up(app: FastAPI) -> None:
     await run_in_threadpool(runs.reap_stale, settings.INGEST_STALE_AFTER_SECONDS)
     registry.accept_runs()
     watchdog.start()  # heartbeats for this process's runs; ends runs abandoned by any process
+    webhook_worker.start()  # delivers the outbox; its own threads and connections
     app.state.recovered = True
 
 
@@ -101,6 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.interrupt_local_runs("interrupted: service shutting down")
         await run_in_threadpool(service.wait_for_local_runs, SHUTDOWN_GRACE_SECONDS)
         watchdog.stop()
+        webhook_worker.stop()
     finally:
         if froze:  # an app started again in the same process (tests) freezes afresh
             gc.unfreeze()
@@ -120,6 +123,8 @@ app.include_router(history.router)
 app.include_router(ingest.router)
 app.include_router(health.router)
 app.include_router(status.router)
+app.include_router(webhooks.router)
+app.include_router(schedule.router)
 keep_null_examples(
     app, (CrewPublic, CrewVersionPublic, ChangePublic, IngestRunPublic, IngestRejectPublic)
 )

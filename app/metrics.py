@@ -27,6 +27,39 @@ LAST_SUCCESS = Gauge(
     "crew_etl_ingest_last_success_timestamp_seconds",
     "Unix time at which the last successful ingest run finished",
 )
+DRY_RUNS = Counter(
+    "crew_etl_ingest_dry_runs_total",
+    "Finished dry runs by final status; they load nothing, so they move no other run metric",
+    ["status"],
+)
+# Read from the database by every process (app/notify/freshness.py), so the newest value is
+# the truth whichever process wrote it.
+CONSECUTIVE_FAILURES = Gauge(
+    "crew_etl_ingest_consecutive_failures",
+    "Runs (dry runs aside) that failed since the last successful one",
+    multiprocess_mode="mostrecent",
+)
+STALE_AFTER = Gauge(
+    "crew_etl_stale_after_seconds",
+    "The stale window: no successful run for this long makes the data stale",
+    multiprocess_mode="max",
+)
+SCHEDULE_PAUSED = Gauge(
+    "crew_etl_schedule_paused",
+    "1 while the schedule is paused (POST /schedule/pause), else 0",
+    multiprocess_mode="mostrecent",
+)
+# Per process: the scheduler of each process ticks on its own.
+SCHEDULER_INTERVAL = Gauge(
+    "crew_etl_scheduler_interval_seconds",
+    "INGEST_INTERVAL_SECONDS; 0 when no schedule is configured",
+    multiprocess_mode="max",
+)
+SCHEDULER_LAST_TICK = Gauge(
+    "crew_etl_scheduler_last_tick_timestamp_seconds",
+    "Unix time of the scheduler's last tick that got through (or of its start)",
+    multiprocess_mode="max",
+)
 UPSTREAM_RETRIES = Counter(
     "crew_etl_upstream_retries_total", "Retried upstream requests", ["reason"]
 )
@@ -41,6 +74,9 @@ OUTCOMES = {
 
 
 def observe_finished_run(run: "IngestRun", duration_seconds: float) -> None:
+    if run.dry_run:  # loaded nothing: counted apart, the freshness and row counts stay true
+        DRY_RUNS.labels(status=str(run.status)).inc()
+        return
     RUNS.labels(status=str(run.status)).inc()
     RUN_DURATION.observe(duration_seconds)
     PAGES.inc(run.pages_fetched)
@@ -48,6 +84,19 @@ def observe_finished_run(run: "IngestRun", duration_seconds: float) -> None:
         RECORDS.labels(outcome=outcome).inc(getattr(run, field))
     if run.status == "succeeded" and run.finished_at is not None:
         LAST_SUCCESS.set(run.finished_at.timestamp())
+
+
+def start_series() -> None:
+    """Every labelled series at 0 from the start, so rules and dashboards find them before
+    their first increment."""
+    for status in ("succeeded", "failed", "cancelled"):
+        RUNS.labels(status=status)
+        DRY_RUNS.labels(status=status)
+    for outcome in OUTCOMES:
+        RECORDS.labels(outcome=outcome)
+
+
+start_series()
 
 
 def count_retry(details: RetryDetails) -> None:

@@ -15,6 +15,7 @@ import structlog
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from app import metrics, schedule_state
 from app.db import get_engine
 from app.ingest import service
 from app.models import RunTrigger
@@ -46,8 +47,12 @@ state = SchedulerState()
 
 def trigger_scheduled_run(slot: int) -> int | None:
     """Create the run of `slot` and start it in a thread of its own (the loop keeps ticking
-    meanwhile); skip quietly if a run is active or the slot taken."""
+    meanwhile); skip quietly if the schedule is paused, a run is active or the slot taken."""
     with Session(get_engine()) as session:
+        if schedule_state.is_paused(session.connection()):
+            session.rollback()
+            log.debug("scheduled tick skipped: the schedule is paused", slot=slot)
+            return None
         try:
             run = service.create_run(session, RunTrigger.schedule, schedule_slot=slot)
         except service.RunConflict:
@@ -61,6 +66,8 @@ def trigger_scheduled_run(slot: int) -> int | None:
 
 async def run_schedule(interval_seconds: float) -> None:
     state.interval_seconds, state.since = interval_seconds, time.monotonic()
+    metrics.SCHEDULER_INTERVAL.set(interval_seconds)
+    metrics.SCHEDULER_LAST_TICK.set(time.time())
     while True:
         now = time.time()
         slot = int(now // interval_seconds) + 1
@@ -74,3 +81,4 @@ async def run_schedule(interval_seconds: float) -> None:
             log.exception("scheduled tick failed", slot=slot)
             continue
         state.since, state.last_error = time.monotonic(), None
+        metrics.SCHEDULER_LAST_TICK.set(time.time())

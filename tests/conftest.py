@@ -64,10 +64,13 @@ def clean_tables() -> Iterator[None]:
     with get_engine().begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE crew, crew_versions, crew_name_trigrams, ingest_runs, ingest_rejects "
+                "TRUNCATE crew, crew_versions, crew_name_trigrams, ingest_runs, ingest_rejects, "
+                "webhook_outbox, webhook_deliveries, webhook_attempts, webhook_gone_urls "
                 "RESTART IDENTITY CASCADE"
             )
         )
+        connection.execute(text("UPDATE schedule_state SET paused = false, reason = NULL"))
+        connection.execute(text("UPDATE webhook_freshness SET stale_announced_at = NULL"))
     yield
 
 

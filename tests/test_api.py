@@ -163,7 +163,7 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     operations = [op for path in spec["paths"].values() for op in path.values()]
 
-    assert len(operations) == 13
+    assert len(operations) == 18
     assert all(op.get("summary") and op.get("description") for op in operations)
     params = spec["paths"]["/crew"]["get"]["parameters"]
     assert all(p.get("description") for p in params)

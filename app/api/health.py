@@ -7,12 +7,14 @@ READY_DEADLINE_SECONDS whatever the database does.
 
 import asyncio
 from enum import StrEnum
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from app import schedule_state
 from app.db import probe_engine, schema_is_current
 from app.scheduler import state as scheduler_state
 from app.shapes import ALWAYS_SENT
@@ -39,6 +41,17 @@ class Health(BaseModel):
     problems: list[str] = Field(default=[], description="Why each failing check fails")
 
 
+Schedule = Literal["running", "paused"] | None
+
+
+# Readiness adds what an operator should know that is not a failure.
+class Readiness(Health):
+    schedule: Schedule = Field(
+        description="Scheduled runs: `paused` while POST /schedule/pause holds them (ready all "
+        "the same); null when the database could not say"
+    )
+
+
 @router.get(
     "/healthz",
     summary="Liveness",
@@ -50,15 +63,19 @@ async def read_health() -> Health:
     return Health(status=HealthStatus.ok)
 
 
-def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str]]:
-    """Database reachable, migrations at head, start-up recovery done, scheduler ticking."""
+def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str], Schedule]:
+    """Database reachable, migrations at head, start-up recovery done, scheduler ticking; and
+    whether the schedule is paused."""
     checks = {"database": False, "migrations": False, "recovery": False}
     problems: list[str] = []
+    schedule: Schedule = None
     try:
-        with probe_engine().connect() as connection:  # one connection for both checks
+        with probe_engine().connect() as connection:  # one connection for every check
             connection.execute(text("SELECT 1"))
             checks["database"] = True
             checks["migrations"] = schema_is_current(connection)
+            if checks["migrations"]:
+                schedule = "paused" if schedule_state.is_paused(connection) else "running"
         if not checks["migrations"]:
             problems.append("the schema is not at the newest migration")
     except Exception as exc:  # a down database is an answer here, not an error
@@ -70,7 +87,7 @@ def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str]]:
         problem = scheduler_state.problem()
         checks["scheduler"] = problem is None
         problems += [problem] if problem else []
-    return checks, problems
+    return checks, problems, schedule
 
 
 def readiness_checks(app: FastAPI) -> dict[str, bool]:
@@ -82,20 +99,21 @@ def readiness_checks(app: FastAPI) -> dict[str, bool]:
     summary="Readiness",
     response_description="Ready: every check passed",
     operation_id="get_readiness",
-    responses={503: {"model": Health, "description": "Not ready; `problems` says why"}},
+    responses={503: {"model": Readiness, "description": "Not ready; `problems` says why"}},
 )
-async def read_readiness(request: Request) -> Health:
+async def read_readiness(request: Request) -> Readiness:
     """Database reachable, migrations at head, start-up recovery done, scheduler ticking."""
     try:
-        checks, problems = await asyncio.wait_for(
+        checks, problems, schedule = await asyncio.wait_for(
             asyncio.to_thread(readiness, request.app), READY_DEADLINE_SECONDS
         )
     except TimeoutError:
-        checks, problems = {"database": False}, ["database: no answer in time"]
-    health = Health(
+        checks, problems, schedule = {"database": False}, ["database: no answer in time"], None
+    health = Readiness(
         status=HealthStatus.ok if all(checks.values()) else HealthStatus.unavailable,
         checks=checks,
         problems=problems,
+        schedule=schedule,
     )
     if health.status != HealthStatus.ok:
         return JSONResponse(health.model_dump(mode="json"), status_code=503)  # type: ignore[return-value]

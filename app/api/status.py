@@ -111,7 +111,9 @@ def read_summary(app: FastAPI, service: ServiceInfo) -> StatusSummary:
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
         with snapshot_connection.begin():
-            snapshot = read_snapshot(snapshot_connection, settings.stale_after_seconds)
+            snapshot = read_snapshot(
+                snapshot_connection, settings.stale_after_seconds, len(settings.WEBHOOK_URL)
+            )
     if snapshot.last_run is not None:
         snapshot.last_run.changes_url = route_path(
             app, CHANGES_ROUTE, run_id=snapshot.last_run.run.id

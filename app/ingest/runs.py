@@ -4,6 +4,9 @@ Every change after creation is fenced: it applies only while the run is in the s
 expects and still owned by the writer's process (`owner_id`). A process that lost its run (ended
 by another process after its heartbeat stopped) can therefore never overwrite that record, and
 its data, written in the transaction that records success, rolls back with the refused write.
+
+Every write here that ends a run also queues its webhook event, in the same transaction: a
+trigger on `ingest_runs` (migration 0013) writes the outbox row that app/notify delivers.
 """
 
 from collections.abc import Iterator

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, text
 
 from app.models import CrewStatus, IngestRunPublic, RunStatus, RunTrigger
 from app.shapes import ALWAYS_SENT, RejectError
+from app.status.deliveries import ScheduleSummary, WebhookHealth, read_schedule, read_webhooks
 
 RECENT_RUNS = 50
 FIRST_REJECTS = 10
@@ -154,6 +155,8 @@ class Snapshot(BaseModel):
     last_run: LastRun | None = Field(description="The last run; null before the first")
     recent_runs: list[RunPoint] = Field(description="Recent runs, newest first")
     crew: CrewCounts = Field(description="Crew counts")
+    schedule: ScheduleSummary = Field(description="Whether scheduled runs are paused")
+    webhooks: WebhookHealth = Field(description="The last webhook deliveries and how they went")
 
 
 def crew_url(**filters: str) -> str:
@@ -271,7 +274,7 @@ class CrewCountsCache:
 crew_counts_cache = CrewCountsCache()
 
 
-def read_snapshot(connection: Connection, stale_after: float) -> Snapshot:
+def read_snapshot(connection: Connection, stale_after: float, receivers: int = 0) -> Snapshot:
     """The page's data; call inside one REPEATABLE READ transaction so the parts agree."""
     now = connection.execute(text("SELECT now()")).scalar_one()
     rows = connection.execute(RECENT_RUNS_SQL, {"limit": RECENT_RUNS})
@@ -283,4 +286,6 @@ def read_snapshot(connection: Connection, stale_after: float) -> Snapshot:
         last_run=last_run(connection, runs[0], now) if runs else None,
         recent_runs=[run_point(run, now) for run in runs],
         crew=crew_counts_cache.get(connection, last_success),
+        schedule=read_schedule(connection),
+        webhooks=read_webhooks(connection, receivers),
     )
