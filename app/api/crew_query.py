@@ -178,7 +178,7 @@ class ListQuery:
     `matches` selects the matching rows (ignoring paging), for planner_row_estimate().
     `response` returns (body, next_key, last_change): the envelope as JSON text, the (sort
     key, id) JSON array of the page's last row when more rows follow, else NULL, and the
-    newest `crew.updated_at` (the validator of conditional GET, from the same snapshot).
+    newest `updated_at` the source shows (the validator of conditional GET, same snapshot).
     Its parameters: the filter values, `matches_sql`, `estimate_above`, `limit`, `offset`,
     and with keyset paging `after_key`/`after_id`, the position the page starts after.
     """
@@ -319,6 +319,7 @@ def list_query(
         .scalar_subquery()
     )
     next_key = case((rows_in_page > limit, last_key))
-    last_change = select(func.max(Crew.updated_at)).scalar_subquery()
+    # the newest change the source shows: for the crew as of an instant, the last before it
+    last_change = select(func.max(SOURCES[source]().c.updated_at)).scalar_subquery()
     statement = select(cast(response, Text), next_key, last_change)
     return ListQuery(compiled(matches), compiled(statement))
