@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     DB_POOL_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
     DB_STATEMENT_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
 
+    # Open `GET /ingest/{id}/events` streams a process serves at once; beyond, 503 + Retry-After.
+    EVENTS_MAX_STREAMS: int = Field(default=100, ge=1)
+
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "console"] = "console"
 

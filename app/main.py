@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import metrics
-from app.api import crew, health, history, ingest, status
+from app.api import crew, events, health, history, ingest, status
 from app.config import settings
 from app.db import database_location, migrate
 from app.ingest import registry, runs, service
@@ -115,6 +115,7 @@ app = FastAPIOffline(
 app.include_router(crew.router)
 app.include_router(history.router)
 app.include_router(ingest.router)
+app.include_router(events.router)
 app.include_router(health.router)
 app.include_router(status.router)
 app.add_middleware(AccessLog)
