@@ -9,8 +9,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
+from typer.testing import CliRunner
 
 from app.api import events
+from app.cli import cli
 from app.db import get_engine
 from app.ingest import service
 from app.models import RunTrigger
@@ -19,6 +21,7 @@ from tests.fake_upstream import FakeUpstream, synthetic_crew
 from tests.test_processes import Server, servers_fixture  # noqa: F401
 
 Event = dict[str, Any]
+runner = CliRunner()
 
 
 def parse(lines: Iterable[str]) -> Iterator[Event]:
@@ -173,3 +176,25 @@ def test_the_stream_limit_and_a_disconnected_client_freeing_its_place(
         assert next(parse(responses[1].iter_lines()))["event"] == "queued"
         streams[1].__exit__(None, None, None)
     server.post(f"/ingest/{run_id}/cancel")
+
+
+def test_cli_follows_the_newest_run_and_exits_with_its_outcome(
+    servers: Callable[..., Server], upstream: FakeUpstream
+) -> None:
+    server = servers()
+    slow_run(upstream, pages=10, delay=0.1)
+    run_id = server.post("/ingest").json()["id"]
+
+    followed = runner.invoke(cli, ["runs", "--follow", "--url", server.url])
+
+    assert followed.exit_code == 0, followed.output
+    assert f"Ingest run {run_id}: succeeded" in followed.output
+    assert query_one("SELECT status FROM ingest_runs WHERE id = :id", id=run_id)[0] == "succeeded"
+    with Session(get_engine()) as session:
+        cancelled = service.create_run(session, RunTrigger.api)
+        service.cancel_run(session, cancelled.id or 0)
+    result = runner.invoke(cli, ["runs", "--follow", str(cancelled.id), "--url", server.url])
+    assert result.exit_code == 3, result.output
+    assert "cancelled on request" in result.output
+    missing = runner.invoke(cli, ["runs", "--follow", "99", "--url", server.url])
+    assert missing.exit_code == 4 and "no run 99" in missing.output
