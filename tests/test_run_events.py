@@ -2,7 +2,11 @@
 any replica; resumed with Last-Event-ID; bounded by EVENTS_MAX_STREAMS."""
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -198,3 +202,19 @@ def test_cli_follows_the_newest_run_and_exits_with_its_outcome(
     assert "cancelled on request" in result.output
     missing = runner.invoke(cli, ["runs", "--follow", "99", "--url", server.url])
     assert missing.exit_code == 4 and "no run 99" in missing.output
+
+
+def test_the_status_page_follows_only_a_run_in_progress(client: TestClient, tmp_path: Path) -> None:
+    with Session(get_engine()) as session:
+        queued = service.create_run(session, RunTrigger.api)
+        page = client.get("/", headers={"Accept": "text/html"}).text
+        service.cancel_run(session, queued.id or 0)
+
+    script = re.search(r"<script>(.*?)</script>", page, re.S)
+    assert script is not None and f'new EventSource("/ingest/{queued.id}/events")' in page
+    assert "<script src" not in page  # nothing loaded from elsewhere
+    if shutil.which("node"):  # the inline script at least parses
+        (tmp_path / "follow.js").write_text(script.group(1))
+        subprocess.run(["node", "--check", str(tmp_path / "follow.js")], check=True)
+    finished = client.get("/", headers={"Accept": "text/html"}).text
+    assert "EventSource" not in finished and "cancelled" in finished
