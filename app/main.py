@@ -41,7 +41,8 @@ DOCS_ASSETS = "/docs-assets"
 
 def interrupt_runs_on_signals() -> None:
     """Chain onto the server's SIGTERM/SIGINT handlers: running ingests roll back and end
-    `failed` with an `interrupted` error, and the server waits for them as background tasks."""
+    `failed` with an `interrupted` error, and the server waits for them as background tasks;
+    event streams end at once."""
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread (not under TestClient)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -50,6 +51,7 @@ def interrupt_runs_on_signals() -> None:
         def handler(received: int, frame: FrameType | None, previous: object = previous) -> None:
             reason = f"interrupted: received {signal.Signals(received).name}"
             service.interrupt_local_runs(reason, and_later_ones=True)
+            events.hub.close_streams()  # or the server would wait for them before stopping
             if callable(previous):
                 previous(received, frame)
 

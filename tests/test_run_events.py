@@ -4,6 +4,7 @@ any replica; resumed with Last-Event-ID; bounded by EVENTS_MAX_STREAMS."""
 import json
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -218,3 +219,22 @@ def test_the_status_page_follows_only_a_run_in_progress(client: TestClient, tmp_
         subprocess.run(["node", "--check", str(tmp_path / "follow.js")], check=True)
     finished = client.get("/", headers={"Accept": "text/html"}).text
     assert "EventSource" not in finished and "cancelled" in finished
+
+
+def test_sigterm_ends_the_streams_and_the_server_stops(
+    servers: Callable[..., Server], upstream: FakeUpstream
+) -> None:
+    runner, follower = servers(), servers()
+    slow_run(upstream, pages=200, delay=0.5)  # goes on on the runner meanwhile
+    run_id = runner.post("/ingest").json()["id"]
+
+    with httpx.stream("GET", f"{follower.url}/ingest/{run_id}/events", timeout=60) as response:
+        stream = parse(response.iter_lines())
+        assert next(stream)["event"] == "queued"
+        follower.process.send_signal(signal.SIGTERM)
+        rest = list(stream)  # ends when the follower stops, not when the run does
+
+    assert follower.process.wait(timeout=30) == -signal.SIGTERM  # uvicorn re-raises it
+    assert "end" not in kinds(rest)  # cut short: the client resumes on another replica
+    assert query_one("SELECT status FROM ingest_runs WHERE id = :id", id=run_id)[0] == "running"
+    assert runner.post(f"/ingest/{run_id}/cancel").status_code == 202

@@ -100,6 +100,8 @@ async def stream_ingest_events(
             sent, retry = event.seq, None
         if followed.done_after(sent):
             break
+        if hub.closing:  # the process is stopping: the client resumes elsewhere
+            return
         await changed.wait()
     run = await in_read_thread(read_run, followed.run_id)
     record = run.model_dump_json() if run is not None else "null"

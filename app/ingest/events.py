@@ -75,6 +75,9 @@ class FollowedRun:
         self.events.extend(event for event in events if event.seq > self.last_seq)
         self.finished = is_finished(status)
         self.loaded = True
+        self.wake()
+
+    def wake(self) -> None:
         self.changed.set()
         self.changed = anyio.Event()
 
@@ -93,10 +96,19 @@ class EventHub:
         self.poller: asyncio.Task[None] | None = None
         self.new_run = anyio.Event()
         self.polling = anyio.CapacityLimiter(1)
+        self.closing = False  # the process is stopping: streams end, clients go elsewhere
+
+    def close_streams(self) -> None:
+        """End every stream (they reconnect, with Last-Event-ID, to a replica that stays):
+        the server waits for open requests before it stops. Safe in a signal handler."""
+        self.closing = True
+        if self.poller is not None and not self.poller.done():
+            for followed in list(self.runs.values()):
+                self.poller.get_loop().call_soon_threadsafe(followed.wake)
 
     def follow(self, run_id: int) -> FollowedRun:
         """Open a stream on the run; StreamsExhausted when this process serves its maximum."""
-        if self.streams >= self.max_streams:
+        if self.streams >= self.max_streams or self.closing:
             raise StreamsExhausted(f"{self.streams} event streams open (EVENTS_MAX_STREAMS)")
         self.streams += 1
         followed = self.runs.get(run_id)
@@ -127,6 +139,8 @@ class EventHub:
                 rows = await anyio.to_thread.run_sync(read_new_events, after, limiter=self.polling)
             except SQLAlchemyError as exc:  # the streams wait, with their keep-alives
                 log.warning("could not read run events", error=type(exc).__name__)
+            except Exception:  # never leave the streams waiting on a poller that died
+                log.exception("could not read run events")
             else:
                 self.apply(after, rows)
             with anyio.move_on_after(POLL_SECONDS):  # a run followed meanwhile is read at once
