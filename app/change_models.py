@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from app.models import CrewBase, timestamp
+from app.shapes import ALWAYS_SENT
 
 
 class ChangeOp(StrEnum):
@@ -57,6 +58,7 @@ class CrewVersion(SQLModel, table=True):
 # What `GET /crew/{id}/history` returns for one version.
 class CrewVersionPublic(CrewBase):
     model_config = ConfigDict(  # type: ignore[assignment]  # SQLModel's config is a ConfigDict
+        **ALWAYS_SENT,
         json_schema_extra={
             "examples": [
                 {
@@ -76,7 +78,7 @@ class CrewVersionPublic(CrewBase):
                     "valid_to": None,
                 }
             ]
-        }
+        },
     )
 
     created_at: datetime = Field(description="When a run first loaded the member")

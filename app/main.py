@@ -19,15 +19,19 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from app import metrics
 from app.api import crew, events, health, history, ingest, status
+from app.api.document import keep_null_examples
+from app.api.methods import HeadAsGet, allowed_methods
+from app.api.responses import RETRY_AFTER_SECONDS, DatabaseUnavailable
+from app.change_models import ChangePublic, CrewVersionPublic
 from app.config import settings
 from app.db import database_location, migrate
 from app.ingest import registry, runs, service
 from app.ingest.watchdog import watchdog
 from app.logs import AccessLog, configure_logging, database_cause
+from app.models import CrewPublic, IngestRejectPublic, IngestRunPublic
 from app.scheduler import run_schedule
 
 # At import, before the server logs its first line: with LOG_FORMAT=json every line is JSON.
@@ -35,7 +39,6 @@ configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 log = structlog.get_logger("crew_etl")
 
 SHUTDOWN_GRACE_SECONDS = 25
-RETRY_AFTER_SECONDS = 5
 DOCS_ASSETS = "/docs-assets"
 
 
@@ -120,6 +123,10 @@ app.include_router(ingest.router)
 app.include_router(events.router)
 app.include_router(health.router)
 app.include_router(status.router)
+keep_null_examples(
+    app, (CrewPublic, CrewVersionPublic, ChangePublic, IngestRunPublic, IngestRejectPublic)
+)
+app.add_middleware(HeadAsGet)  # inside AccessLog, which logs the HEAD as received
 app.add_middleware(AccessLog)
 Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(app)
 
@@ -138,21 +145,16 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     (connect, pool and statement timeouts bound how long a request waits for it)."""
     cause = database_cause(exc)
     log.warning("database unavailable", path=request.url.path, cause=cause)
-    body = {
-        "detail": "the database is unavailable or too slow right now; try again shortly",
-        "cause": cause,
-    }
+    body = DatabaseUnavailable(
+        detail="the database is unavailable or too slow right now; try again shortly", cause=cause
+    )
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return JSONResponse(body, status_code=503, headers=headers)
+    return JSONResponse(body.model_dump(), status_code=503, headers=headers)
 
 
 @app.exception_handler(405)
 async def method_not_allowed(request: Request, exc: HTTPException) -> Response:
     """List every method the path supports in `Allow` (Starlette names only the first route's)."""
-    allowed: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE:
-            allowed |= getattr(route, "methods", None) or set()
-    exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+    allowed = allowed_methods(app.router.routes, request.scope)
+    exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
     return await http_exception_handler(request, exc)

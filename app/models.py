@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from app import examples
+from app.shapes import ALWAYS_SENT, RejectError, SchemaDriftReport
 
 # One id pattern everywhere: any case is accepted, ids are stored and served in lower case.
 HEX24 = r"^[0-9a-fA-F]{24}$"
@@ -178,7 +179,9 @@ class CrewNameTrigram(SQLModel, table=True):
 
 # What the API returns for a crew member.
 class CrewPublic(CrewBase):
-    model_config = ConfigDict(json_schema_extra={"examples": [examples.CREW_MEMBER]})  # type: ignore[assignment]
+    model_config = ConfigDict(  # type: ignore[assignment]  # SQLModel's config is a ConfigDict
+        **ALWAYS_SENT, json_schema_extra={"examples": [examples.CREW_MEMBER]}
+    )
 
     created_at: datetime = Field(description="When a run first loaded the member")
     updated_at: datetime = Field(description="When a run last changed the member")
@@ -267,7 +270,9 @@ class IngestRun(IngestRunBase, table=True):
 
 # What the API returns for a run.
 class IngestRunPublic(IngestRunBase):
-    model_config = ConfigDict(json_schema_extra={"examples": [examples.INGEST_RUN]})  # type: ignore[assignment]
+    model_config = ConfigDict(  # type: ignore[assignment]  # SQLModel's config is a ConfigDict
+        **ALWAYS_SENT, json_schema_extra={"examples": [examples.INGEST_RUN]}
+    )
 
     id: int = Field(description="Run id")
     created_at: datetime = Field(description="When the run was queued")
@@ -275,6 +280,10 @@ class IngestRunPublic(IngestRunBase):
     finished_at: datetime | None = Field(description="When it ended; null until then")
     heartbeat_at: datetime | None = Field(
         default=None, description="The owning process's last sign of life while it ran"
+    )
+    schema_drift: SchemaDriftReport = Field(  # type: ignore[assignment]  # the column's shape
+        default_factory=SchemaDriftReport,
+        description="Fields the upstream sent that the model does not know, and fields it omitted",
     )
 
 
@@ -294,12 +303,14 @@ class IngestReject(SQLModel, table=True):
 
 # What the API returns for a reject.
 class IngestRejectPublic(SQLModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [examples.INGEST_REJECT]})  # type: ignore[assignment]
+    model_config = ConfigDict(  # type: ignore[assignment]  # SQLModel's config is a ConfigDict
+        **ALWAYS_SENT, json_schema_extra={"examples": [examples.INGEST_REJECT]}
+    )
 
     id: int = Field(description="Reject id")
     run_id: int = Field(description="The run that received the record")
     record_id: str | None = Field(description="The record's id, when it had a usable one")
-    errors: list[dict[str, Any]] = Field(description="What failed: `loc`, `msg`, `type` each")
+    errors: list[RejectError] = Field(description="What failed, in the order pydantic found it")
     raw: Any = Field(description="The record exactly as the upstream sent it")
     created_at: datetime = Field(description="When it was rejected")
 
@@ -309,6 +320,8 @@ ItemT = TypeVar("ItemT")
 
 # The list envelope shared by every collection endpoint.
 class Page(BaseModel, Generic[ItemT]):
+    model_config = ALWAYS_SENT
+
     items: list[ItemT] = PydanticField(description="This page, in the requested order")
     total: int = PydanticField(description="Matches on all pages", examples=[18])
     limit: int = PydanticField(description="Page size asked for", examples=[100])

@@ -46,6 +46,7 @@ from sqlmodel import Session  # noqa: E402
 from app.config import settings  # noqa: E402
 from app.db import get_engine, migrate  # noqa: E402
 from app.main import app  # noqa: E402
+from tests.contract import check_every_response  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
 
 
@@ -78,7 +79,10 @@ def session_fixture() -> Iterator[Session]:
 
 @pytest.fixture(name="client")
 def client_fixture() -> Iterator[TestClient]:
+    """The app's test client; every response it receives is checked against the OpenAPI
+    document (tests/contract.py)."""
     with TestClient(app) as client:
+        check_every_response(client, app)
         yield client
 
 

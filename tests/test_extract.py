@@ -1,4 +1,6 @@
-"""Paging, retries and envelope checks of extract, with the upstream mocked by httpx_mock."""
+"""Paging, retries and envelope checks of extract and listing, the upstream mocked by httpx_mock.
+
+The listing's checks against a real server, and a concurrent writer, are in test_listing.py."""
 
 import email.utils
 import json
@@ -13,20 +15,25 @@ from app.ingest.extract import (
     BadEnvelope,
     ExtractError,
     FetchPolicy,
-    iter_pages,
+    crew_query_url,
     make_client,
     read_envelope,
     redacted,
     retry_after_seconds,
 )
+from app.ingest.listing import iter_pages, keyset_query
 
 BASE = "https://api.spacexdata.test"
 URL = f"{BASE}/v4/crew/query"
 FAST = FetchPolicy(page_size=2, retries=2, backoff_initial=0.001, backoff_max=0.01)
 
 
+def member(number: int) -> dict[str, str]:
+    return {"id": f"{number:024x}"}
+
+
 def page(number: int, docs: list[Any], last: int) -> dict[str, Any]:
-    return {"docs": docs, "page": number, "hasNextPage": number < last, "nextPage": number + 1}
+    return {"docs": docs, "page": 1, "hasNextPage": number < last}
 
 
 def fetch_all(policy: FetchPolicy = FAST) -> list[tuple[int, list[Any]]]:
@@ -34,33 +41,57 @@ def fetch_all(policy: FetchPolicy = FAST) -> list[tuple[int, list[Any]]]:
         return [(p.number, p.records) for p in iter_pages(client, BASE, policy)]
 
 
-def test_follows_pages_until_has_next_page_is_false(httpx_mock: HTTPXMock) -> None:
+def test_walks_the_listing_by_id_until_has_next_page_is_false(httpx_mock: HTTPXMock) -> None:
+    after = None
     for number in (1, 2, 3):
-        body = {"query": {}, "options": {"page": number, "limit": 2}}
-        httpx_mock.add_response(url=URL, match_json=body, json=page(number, [number], last=3))
+        docs = [member(2 * number - 1), member(2 * number)]
+        body = keyset_query(after, 2)
+        httpx_mock.add_response(url=URL, match_json=body, json=page(number, docs, last=3))
+        after = docs[-1]["id"]
 
-    assert fetch_all() == [(1, [1]), (2, [2]), (3, [3])]
+    assert [ids for _, ids in fetch_all()] == [
+        [member(1), member(2)],
+        [member(3), member(4)],
+        [member(5), member(6)],
+    ]
+    assert json.loads(httpx_mock.get_requests()[1].content) == {
+        "query": {"_id": {"$gt": f"{2:024x}"}},
+        "options": {"sort": {"_id": 1}, "limit": 2},
+    }
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("https://api.spacexdata.com", "https://api.spacexdata.com/v4/crew/query"),
+        ("https://proxy.test/spacex/", "https://proxy.test/spacex/v4/crew/query"),
+        ("http://host/?key=abc", "http://host/v4/crew/query?key=abc"),
+        ("https://proxy.test/p?key=a&b=2", "https://proxy.test/p/v4/crew/query?key=a&b=2"),
+    ],
+)
+def test_the_base_url_keeps_its_path_prefix_and_query_string(base: str, url: str) -> None:
+    assert crew_query_url(base) == url
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 def test_retries_retryable_status_then_succeeds(httpx_mock: HTTPXMock, status: int) -> None:
     httpx_mock.add_response(url=URL, status_code=status)
-    httpx_mock.add_response(url=URL, json=page(1, ["a"], last=1))
+    httpx_mock.add_response(url=URL, json=page(1, [member(1)], last=1))
 
-    assert fetch_all() == [(1, ["a"])]
+    assert fetch_all() == [(1, [member(1)])]
     assert len(httpx_mock.get_requests()) == 2
 
 
 def test_retries_timeouts_and_connect_errors(httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=URL)
     httpx_mock.add_exception(httpx.ConnectError("refused"), url=URL)
-    httpx_mock.add_response(url=URL, json=page(1, ["a"], last=1))
+    httpx_mock.add_response(url=URL, json=page(1, [member(1)], last=1))
 
-    assert fetch_all() == [(1, ["a"])]
+    assert fetch_all() == [(1, [member(1)])]
 
 
 def test_gives_up_after_the_last_retry_naming_page_and_status(httpx_mock: HTTPXMock) -> None:
-    httpx_mock.add_response(url=URL, json=page(1, ["a"], last=2))
+    httpx_mock.add_response(url=URL, json=page(1, [member(1)], last=2))
     httpx_mock.add_response(url=URL, status_code=503, is_reusable=True)
 
     with pytest.raises(ExtractError, match=r"^page 2: HTTP 503 after 3 attempts$"):

@@ -129,7 +129,7 @@ def test_connection_resets_until_the_last_attempt_fail_the_run(
         ("html", "page 2: expected a JSON response, got content type 'text/html"),
         ("no_docs", "page 2: envelope is missing 'docs'"),
         ("docs_not_list", "page 2: 'docs' is not a list but dict"),
-        ("repeat_page", "page 2: pagination does not advance (nextPage=2)"),
+        ("repeat_page", "page 2 repeats members already listed (id 5ebf1a6e23a9a60006e03a7a"),
     ],
 )
 def test_malformed_pages_fail_the_run_without_retry(
@@ -239,9 +239,11 @@ HOSTILE_RECORDS: list[Any] = [
 
 
 def test_hostile_records_are_rejected_and_the_rest_loaded(
-    client: TestClient, upstream: FakeUpstream
+    client: TestClient, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On one page: records without an id the upstream could sort by cannot be walked past."""
     upstream.records = upstream.records + HOSTILE_RECORDS
+    monkeypatch.setattr(settings, "INGEST_PAGE_SIZE", 50)
 
     run = ingest(client)
 

@@ -16,10 +16,13 @@ QUERY_URL = f"{settings.SPACEX_API_URL}/v4/crew/query"
 pytestmark = pytest.mark.httpx_mock(should_mock=lambda request: request.url.host != "testserver")
 
 
-def envelope(docs: list[Any], page: int = 1, has_next: bool = False) -> dict[str, Any]:
+def envelope(
+    docs: list[Any], page: int = 1, has_next: bool = False, total: int | None = None
+) -> dict[str, Any]:
+    """A page as the upstream answers a keyset request: `totalDocs` counts this page and after."""
     return {
         "docs": docs,
-        "totalDocs": len(docs),
+        "totalDocs": len(docs) if total is None else total,
         "page": page,
         "hasNextPage": has_next,
         "nextPage": page + 1 if has_next else None,
@@ -50,11 +53,15 @@ def test_full_ingest_loads_every_fixture_record(
         "rows_unchanged": 0,
         "rows_deleted": 0,
     }
-    assert run["error"] is None and run["schema_drift"] == {}
+    assert run["error"] is None
+    assert run["schema_drift"] == {"unknown_fields": {}, "missing_fields": {}}
     assert run["started_at"] <= run["finished_at"]
     assert query_one("SELECT count(*) FROM crew")[0] == 18
     request = httpx_mock.get_requests()[0]
-    assert json.loads(request.content) == {"query": {}, "options": {"page": 1, "limit": 100}}
+    assert json.loads(request.content) == {
+        "query": {},
+        "options": {"sort": {"_id": 1}, "limit": 100},
+    }
     assert request.headers["user-agent"] == USER_AGENT
 
 
@@ -154,7 +161,8 @@ def test_schema_drift_adds_up_over_the_pages_of_a_run(
     for record in [*first, second[0]]:
         record["nickname"] = "x"
     del second[1]["wikipedia"]
-    httpx_mock.add_response(method="POST", url=QUERY_URL, json=envelope(first, has_next=True))
+    first_page = envelope(first, has_next=True, total=4)
+    httpx_mock.add_response(method="POST", url=QUERY_URL, json=first_page)
     httpx_mock.add_response(method="POST", url=QUERY_URL, json=envelope(second, page=2))
 
     run = ingest(client)

@@ -10,14 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from app.api.crew_query import SortKey
+from app.api.crew_sort import CrewSort
 from app.db import get_engine
 from tests.conftest import ingest
 from tests.fake_upstream import FakeUpstream
 
-SORTS: list[SortKey] = [
-    "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
-]  # fmt: skip
+SORTS = [sort.value for sort in CrewSort]
 
 # Rows that make ties and edge keys: no agency, an empty agency, agencies differing in case, a
 # repeated name, a soft-deleted member.

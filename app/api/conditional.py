@@ -15,7 +15,6 @@ a change is always revalidated in full, by ETag or by a 200."""
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any
 
 from fastapi import Request, Response
 from sqlalchemy import Connection
@@ -27,16 +26,6 @@ LAST_CHANGE_OF_MEMBER = "SELECT updated_at FROM crew WHERE id = %s"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CACHE_CONTROL = "no-cache"
-HEADERS_DOC: dict[str, Any] = {
-    "ETag": {"description": "Strong validator; send it back in If-None-Match", "schema": {}},
-    "Last-Modified": {"description": "When the data covered last changed", "schema": {}},
-    "Cache-Control": {"description": "`no-cache`: revalidate before reuse", "schema": {}},
-}
-NOT_MODIFIED_DOC: dict[int | str, dict[str, Any]] = {
-    304: {
-        "description": "Not modified since the validators sent (If-None-Match, If-Modified-Since)"
-    }
-}
 
 
 SECOND = timedelta(seconds=1)

@@ -11,9 +11,10 @@ from pydantic import AwareDatetime
 from sqlalchemy import Connection, Text, bindparam, cast, func
 from sqlmodel import select
 
-from app.api import conditional
+from app.api import conditional, responses
 from app.api import cursor as cursors
-from app.api.crew_query import PUBLIC_FIELDS, SOURCES, SortKey, compiled, list_query, public_column
+from app.api.crew_query import PUBLIC_FIELDS, SOURCES, compiled, list_query, public_column
+from app.api.crew_sort import CrewSort
 from app.api.deps import in_read_thread
 from app.models import HAS_TEXT, HEX24_ANY_CASE, CrewPublic, CrewStatus, CursorPage
 
@@ -75,7 +76,7 @@ def invalid(parameter: str, message: str, value: Any) -> RequestValidationError:
     return RequestValidationError([error])
 
 
-def cursor_position(cursor: str, query_fingerprint: str, sort: SortKey) -> tuple[Any, str]:
+def cursor_position(cursor: str, query_fingerprint: str, sort: CrewSort) -> tuple[Any, str]:
     """The (sort key, id) the page starts after, typed as the sort key's column."""
     try:
         key, row_id = cursors.decode(cursor, query_fingerprint)
@@ -107,7 +108,8 @@ def next_link(request: Request, next_cursor: str) -> str:
     summary="List crew members",
     response_model=CursorPage[CrewPublic],
     response_description="A page of crew members, with `next` to continue",
-    responses={200: {"headers": conditional.HEADERS_DOC}, **conditional.NOT_MODIFIED_DOC},
+    operation_id="list_crew",
+    responses=responses.conditional_get(Link=responses.LINK_NEXT),
 )
 async def read_crew(
     request: Request,
@@ -133,7 +135,9 @@ async def read_crew(
     include_deleted: Annotated[
         bool, Query(description="Also list crew the upstream no longer returns")
     ] = False,
-    sort: Annotated[SortKey, Query(description="Sort key; prefix with - for descending")] = "name",
+    sort: Annotated[
+        CrewSort, Query(description="Sort key; a leading `-` sorts descending")
+    ] = CrewSort.name,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
     offset: Annotated[
         int,
@@ -169,7 +173,7 @@ def list_page(
     name: str | None,
     launch: str | None,
     include_deleted: bool,
-    sort: SortKey,
+    sort: CrewSort,
     limit: int,
     offset: int,
     cursor: str | None,
@@ -234,11 +238,8 @@ MEMBER_SQL = {source: member_query(source) for source in SOURCES}
     summary="Get one crew member",
     response_model=CrewPublic,
     response_description="The crew member",
-    responses={
-        200: {"headers": conditional.HEADERS_DOC},
-        **conditional.NOT_MODIFIED_DOC,
-        404: {"description": "Unknown id"},
-    },
+    operation_id="get_crew_member",
+    responses=responses.conditional_get("crew member (then or ever, with `as_of`)"),
 )
 async def read_crew_member(
     request: Request,

@@ -12,7 +12,7 @@ page is an index range scan that stops after `limit` rows, also deep into the ta
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     DateTime,
@@ -37,12 +37,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.api.crew_sort import CrewSort
 from app.change_models import CrewVersion
 from app.models import Crew, CrewPublic
-
-SortKey = Literal[
-    "name", "-name", "agency", "-agency", "status", "-status", "updated_at", "-updated_at"
-]
 
 DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
 # What a crew member looks like in a response: the CrewPublic fields, in their order.
@@ -211,7 +208,7 @@ def compiled(statement: Any) -> str:
     return str(statement.compile(dialect=DIALECT))
 
 
-def reads_ids_first(source: str, filters: frozenset[str], sort: SortKey, skips: bool) -> bool:
+def reads_ids_first(source: str, filters: frozenset[str], sort: CrewSort, skips: bool) -> bool:
     """Whether the page's ids come from an index-only walk, then its rows by id."""
     if source != "crew" or not ("name" in filters or skips):
         return False
@@ -266,7 +263,7 @@ def total_of(
 def list_query(
     source: str,
     filters: frozenset[str],
-    sort: SortKey,
+    sort: CrewSort,
     keyset: bool,
     skips: bool = False,
     trigrams: bool = False,

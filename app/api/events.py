@@ -2,19 +2,22 @@
 
 Each event the run's record produced (app/ingest/events.py) goes out as it is read, numbered
 by its `id:` so that a client reconnecting with `Last-Event-ID` gets only what it missed; once
-the run is over, a last `event: end` carries the run's record and the stream closes. FastAPI's
-EventSourceResponse adds a keep-alive comment after 15 s without an event."""
+the run is over, a last `event: end` carries the run's record and the stream closes. A
+keep-alive comment goes out after 15 s without an event."""
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.responses import StreamingResponse
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from sqlalchemy import Connection
 from sqlmodel import Session
 
 from app.api.deps import in_read_thread
-from app.api.ingest import Problem, RunId
+from app.api.ingest import RunId
+from app.api.responses import RETRY_AFTER, RETRY_AFTER_SECONDS, Problem, not_found
 from app.config import settings
 from app.ingest.events import EventHub, FollowedRun, StreamsExhausted
 from app.models import IngestRun, IngestRunPublic
@@ -22,8 +25,10 @@ from app.models import IngestRun, IngestRunPublic
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
 hub = EventHub(settings.EVENTS_MAX_STREAMS)
-RETRY_AFTER_SECONDS = 5
 RECONNECT_MILLISECONDS = 2000  # the `retry:` a client waits before reconnecting
+# never stored, and never held back by a buffering proxy (nginx reads X-Accel-Buffering)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE_SECONDS = 15  # proxies close connections idle for longer (nginx: 60 s)
 
 EVENT_STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
@@ -39,10 +44,12 @@ EVENT_STREAM_DOC: dict[int | str, dict[str, Any]] = {
             }
         },
     },
-    404: {"model": Problem, "description": "No run with this id"},
+    **not_found("ingest run"),
     503: {
         "model": Problem,
-        "description": "EVENTS_MAX_STREAMS streams are open here: retry after `Retry-After`",
+        "description": "EVENTS_MAX_STREAMS streams are open here, or the database is "
+        "unavailable (then with its `cause`): retry after `Retry-After` seconds",
+        "headers": {"Retry-After": RETRY_AFTER},
     },
 }
 
@@ -72,7 +79,8 @@ async def open_stream(run_id: RunId) -> AsyncIterator[FollowedRun]:
     "/{run_id}/events",
     summary="Follow a run live (Server-Sent Events)",
     operation_id="stream_ingest_events",
-    response_class=EventSourceResponse,
+    # not EventSourceResponse: FastAPI would run the function as its own event generator
+    response_class=StreamingResponse,
     responses=EVENT_STREAM_DOC,
 )
 async def stream_ingest_events(
@@ -86,23 +94,33 @@ async def stream_ingest_events(
             description="The last event id received: the stream resumes after it",
         ),
     ] = None,
-) -> AsyncIterator[ServerSentEvent]:
+) -> EventSourceResponse:
     """The run's events from the first (or after `Last-Event-ID`), as they happen, then `end`
     with the run's record; a finished run's stream replays them and closes at once. Works on
     any replica, whichever one executes the run."""
-    sent = last_event_id or 0
+    return EventSourceResponse(run_events(followed, last_event_id or 0), headers=STREAM_HEADERS)
+
+
+async def run_events(followed: FollowedRun, sent: int) -> AsyncIterator[bytes]:
+    """The stream's bytes, a keep-alive comment after KEEPALIVE_SECONDS without an event. A
+    plain body (not FastAPI's generator endpoint, whose producer task can outrun a client that
+    leaves): Starlette cancels it when the client goes, and HEAD stops it after the headers."""
     retry: int | None = RECONNECT_MILLISECONDS
     while True:
         changed = followed.changed
         for event in followed.after(sent):
-            id_ = str(event.seq)
-            yield ServerSentEvent(raw_data=event.data, event=event.kind, id=id_, retry=retry)
+            yield format_sse_event(
+                data_str=event.data, event=event.kind, id=str(event.seq), retry=retry
+            )
             sent, retry = event.seq, None
         if followed.done_after(sent):
             break
         if hub.closing:  # the process is stopping: the client resumes elsewhere
             return
-        await changed.wait()
+        with anyio.move_on_after(KEEPALIVE_SECONDS) as idle:
+            await changed.wait()
+        if idle.cancelled_caught:
+            yield KEEPALIVE_COMMENT
     run = await in_read_thread(read_run, followed.run_id)
     record = run.model_dump_json() if run is not None else "null"
-    yield ServerSentEvent(raw_data=record, event="end", retry=retry)
+    yield format_sse_event(data_str=record, event="end", retry=retry)

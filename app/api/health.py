@@ -6,6 +6,7 @@ READY_DEADLINE_SECONDS whatever the database does.
 """
 
 import asyncio
+from enum import StrEnum
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -14,14 +15,22 @@ from sqlalchemy import text
 
 from app.db import probe_engine, schema_is_current
 from app.scheduler import state as scheduler_state
+from app.shapes import ALWAYS_SENT
 
 router = APIRouter(tags=["health"])
 
 READY_DEADLINE_SECONDS = 1.5
 
 
+class HealthStatus(StrEnum):
+    ok = "ok"
+    unavailable = "unavailable"
+
+
 class Health(BaseModel):
-    status: str = Field(description="`ok`, or `unavailable` with the failing checks")
+    model_config = ALWAYS_SENT
+
+    status: HealthStatus = Field(description="`ok`, or `unavailable` with the failing checks")
     checks: dict[str, bool] = Field(
         default={},
         description="Readiness checks: database, migrations, recovery, and scheduler when "
@@ -30,10 +39,15 @@ class Health(BaseModel):
     problems: list[str] = Field(default=[], description="Why each failing check fails")
 
 
-@router.get("/healthz", summary="Liveness", response_description="The process is up")
+@router.get(
+    "/healthz",
+    summary="Liveness",
+    response_description="The process is up",
+    operation_id="get_liveness",
+)
 async def read_health() -> Health:
     """The process is up and serving requests (no database, no worker thread involved)."""
-    return Health(status="ok")
+    return Health(status=HealthStatus.ok)
 
 
 def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str]]:
@@ -67,6 +81,7 @@ def readiness_checks(app: FastAPI) -> dict[str, bool]:
     "/readyz",
     summary="Readiness",
     response_description="Ready: every check passed",
+    operation_id="get_readiness",
     responses={503: {"model": Health, "description": "Not ready; `problems` says why"}},
 )
 async def read_readiness(request: Request) -> Health:
@@ -78,8 +93,10 @@ async def read_readiness(request: Request) -> Health:
     except TimeoutError:
         checks, problems = {"database": False}, ["database: no answer in time"]
     health = Health(
-        status="ok" if all(checks.values()) else "unavailable", checks=checks, problems=problems
+        status=HealthStatus.ok if all(checks.values()) else HealthStatus.unavailable,
+        checks=checks,
+        problems=problems,
     )
-    if health.status != "ok":
-        return JSONResponse(health.model_dump(), status_code=503)  # type: ignore[return-value]
+    if health.status != HealthStatus.ok:
+        return JSONResponse(health.model_dump(mode="json"), status_code=503)  # type: ignore[return-value]
     return health

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import Connection
 
-from app.api import conditional
+from app.api import conditional, responses
 from app.api.deps import in_read_thread
 from app.change_models import CrewVersionPublic
 from app.models import HEX24_ANY_CASE, Page
@@ -28,11 +28,8 @@ ORDER BY valid_from DESC LIMIT %(limit)s OFFSET %(offset)s
     summary="List a crew member's versions",
     response_model=Page[CrewVersionPublic],
     response_description="A page of the member's versions, newest first",
-    responses={
-        200: {"headers": conditional.HEADERS_DOC},
-        **conditional.NOT_MODIFIED_DOC,
-        404: {"description": "Unknown id"},
-    },
+    operation_id="get_crew_history",
+    responses=responses.conditional_get("crew member"),
 )
 async def read_crew_member_history(
     request: Request,

@@ -7,6 +7,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from app.api.deps import ReadConnectionDep, SessionDep, WriteAccess
+from app.api.responses import DATABASE_DOWN, LOCATION, UNAUTHORIZED, Problem, not_found
 from app.change_models import ChangeOp, ChangePublic
 from app.ingest import changes, service
 from app.models import (
@@ -18,6 +19,7 @@ from app.models import (
     RunStatus,
     RunTrigger,
 )
+from app.shapes import ALWAYS_SENT
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
@@ -27,12 +29,10 @@ Offset = Annotated[int, Query(ge=0, le=2_000_000_000, description="Rows to skip"
 
 
 class ActiveRunConflict(BaseModel):
+    model_config = ALWAYS_SENT
+
     detail: str = Field(description="What is in the way")
     active_run_id: int | None = Field(description="The run queued or running (see Location)")
-
-
-class Problem(BaseModel):
-    detail: str = Field(description="What went wrong, in words")
 
 
 def run_location(run_id: int | None) -> dict[str, str]:
@@ -51,10 +51,17 @@ def get_run_or_404(session: SessionDep, run_id: int) -> IngestRun:
     summary="Start an ingest run",
     status_code=status.HTTP_202_ACCEPTED,
     response_description="The run, queued; `Location` is its URL",
+    operation_id="start_ingest",
     dependencies=[WriteAccess],
     responses={
-        409: {"model": ActiveRunConflict, "description": "A run is already queued or running"},
-        401: {"model": Problem, "description": "Missing or wrong bearer token"},
+        202: {"headers": {"Location": LOCATION}},
+        409: {
+            "model": ActiveRunConflict,
+            "description": "A run is already queued or running; `Location` is its URL",
+            "headers": {"Location": {**LOCATION, "required": False}},
+        },
+        **UNAUTHORIZED,
+        **DATABASE_DOWN,
     },
 )
 def create_ingest_run(
@@ -91,7 +98,13 @@ def create_ingest_run(
     return IngestRunPublic.model_validate(run)
 
 
-@router.get("", summary="List ingest runs", response_description="A page of runs")
+@router.get(
+    "",
+    summary="List ingest runs",
+    response_description="A page of runs",
+    operation_id="list_ingest_runs",
+    responses=DATABASE_DOWN,
+)
 def read_ingest_runs(
     session: SessionDep,
     status: Annotated[RunStatus | None, Query(description="Only runs with this status")] = None,
@@ -116,7 +129,8 @@ def read_ingest_runs(
     "/{run_id}",
     summary="Get one ingest run",
     response_description="The run",
-    responses={404: {"model": Problem, "description": "No run with this id"}},
+    operation_id="get_ingest_run",
+    responses={**not_found("ingest run"), **DATABASE_DOWN},
 )
 def read_ingest_run(session: SessionDep, run_id: RunId) -> IngestRunPublic:
     """One run with its status, timings, counts and error."""
@@ -127,7 +141,8 @@ def read_ingest_run(session: SessionDep, run_id: RunId) -> IngestRunPublic:
     "/{run_id}/rejects",
     summary="List a run's rejected records",
     response_description="A page of the run's rejects",
-    responses={404: {"model": Problem, "description": "No run with this id"}},
+    operation_id="list_ingest_rejects",
+    responses={**not_found("ingest run"), **DATABASE_DOWN},
 )
 def read_ingest_rejects(
     session: SessionDep, run_id: RunId, limit: Limit = 100, offset: Offset = 0
@@ -150,7 +165,8 @@ RUN_IS_DRY = "SELECT dry_run FROM ingest_runs WHERE id = %s"
     "/{run_id}/changes",
     summary="List what a run changed",
     response_description="A page of the members the run changed",
-    responses={404: {"model": Problem, "description": "No run with this id"}},
+    operation_id="list_ingest_changes",
+    responses={**not_found("ingest run"), **DATABASE_DOWN},
 )
 def read_ingest_changes(
     connection: ReadConnectionDep,
@@ -183,11 +199,13 @@ def read_ingest_changes(
     summary="Cancel a queued or running run",
     status_code=status.HTTP_202_ACCEPTED,
     response_description="The run, cancelled or asked to stop",
+    operation_id="cancel_ingest_run",
     dependencies=[WriteAccess],
     responses={
-        404: {"model": Problem, "description": "No run with this id"},
+        **not_found("ingest run"),
         409: {"model": Problem, "description": "The run already finished"},
-        401: {"model": Problem, "description": "Missing or wrong bearer token"},
+        **UNAUTHORIZED,
+        **DATABASE_DOWN,
     },
 )
 def cancel_ingest_run(session: SessionDep, run_id: RunId) -> IngestRunPublic:

@@ -1,5 +1,6 @@
-"""`GET /`: the status page. HTML for a browser, the same summary as JSON for
-`Accept: application/json`; both from one database snapshot (see app/status/summary.py)."""
+"""`GET /`: the status page. HTML for a browser, the same summary as JSON at `GET /status` (and
+at `GET /` for `Accept: application/json`); both from one database snapshot (see
+app/status/summary.py)."""
 
 import functools
 from datetime import datetime
@@ -16,8 +17,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import NoMatchFound
 
 from app.api.health import readiness_checks
+from app.api.responses import (
+    CACHE_CONTROL,
+    RETRY_AFTER,
+    RETRY_AFTER_SECONDS,
+    VARY,
+    DatabaseUnavailable,
+)
 from app.config import settings
 from app.db import get_engine
+from app.logs import database_cause
+from app.shapes import ALWAYS_SENT
 from app.status.chart import format_count, format_seconds, run_chart
 from app.status.summary import Snapshot, read_snapshot, run_counts
 
@@ -57,6 +67,8 @@ class ServiceInfo(BaseModel):
 
 # How to start a run by hand; the token itself is never part of the page.
 class TriggerInfo(BaseModel):
+    model_config = ALWAYS_SENT
+
     method: str = Field(default="POST", description="HTTP method that starts a run")
     path: str = Field(default="/ingest", description="Path that starts a run")
     token_required: bool = Field(description="Whether a bearer token is needed")
@@ -71,8 +83,8 @@ class StatusSummary(Snapshot):
     trigger: TriggerInfo = Field(description="How to start a run by hand")
 
 
-class StatusUnavailable(BaseModel):
-    detail: str = Field(description="Why the status cannot be read")
+# The answer while the database cannot be read: the service's own view of its readiness.
+class StatusUnavailable(DatabaseUnavailable):
     service: ServiceInfo = Field(description="The service and its readiness")
 
 
@@ -130,34 +142,68 @@ def page_context(summary: StatusSummary | None, now: datetime) -> dict[str, Any]
     }
 
 
-HTML_RESPONSE = {
-    "description": "The status page (HTML), or the summary as JSON for `Accept: application/json`",
-    "content": {"text/html": {"schema": {"type": "string"}}},
+STATUS_HEADERS = {"Cache-Control": CACHE_CONTROL}
+PAGE_HEADERS = {**STATUS_HEADERS, "Vary": VARY}
+UNAVAILABLE = {
+    "description": "The database cannot be read: retry after `Retry-After` seconds",
+    "model": StatusUnavailable,
 }
+
+
+@router.get(
+    "/status",
+    summary="Status summary",
+    response_description="The summary the status page shows",
+    response_model=StatusSummary,
+    operation_id="get_status",
+    responses={
+        200: {"headers": STATUS_HEADERS},
+        503: {**UNAVAILABLE, "headers": {**STATUS_HEADERS, "Retry-After": RETRY_AFTER}},
+    },
+)
+def read_status_json(request: Request) -> Response:
+    """Freshness, the last run and its first rejects, the last 50 runs, crew counts and how to
+    start a run: what `GET /` shows a browser, as JSON."""
+    return status_answer(request, as_json=True, headers={"Cache-Control": "no-cache"})
+
+
+HTML = {"text/html": {"schema": {"type": "string"}}}
 
 
 @router.get(
     "/",
     summary="Status page",
     response_model=StatusSummary,
+    response_description="The status page (HTML); the summary as JSON when `Accept` prefers "
+    "`application/json`",
+    operation_id="get_status_page",
     responses={
-        200: HTML_RESPONSE,
-        503: {"model": StatusUnavailable, "description": "The database cannot be read"},
+        200: {"content": HTML, "headers": PAGE_HEADERS},
+        503: {
+            **UNAVAILABLE,
+            "content": HTML,
+            "headers": {**PAGE_HEADERS, "Retry-After": RETRY_AFTER},
+        },
     },
 )
 def read_status(request: Request) -> Response:
-    """Freshness, the last run and its rejects, the last 50 runs, crew counts and how to start a
-    run. HTML unless the `Accept` header prefers `application/json`."""
+    """For browsers: HTML for any `Accept` that does not prefer `application/json` (`*/*`
+    included); the JSON of `GET /status` when it does. Clients should call `GET /status`."""
     as_json = wants_json(request.headers.get("accept"))
+    return status_answer(request, as_json, {"Vary": "Accept", "Cache-Control": "no-cache"})
+
+
+def status_answer(request: Request, as_json: bool, headers: dict[str, str]) -> Response:
+    """The summary as JSON or as the page, 503 when the database cannot be read."""
     service = service_info(request.app)
     try:
         summary: StatusSummary | None = read_summary(request.app, service)
-    except SQLAlchemyError:
+    except SQLAlchemyError as exc:
         log.warning("status page: database unavailable", exc_info=True)
-        summary = None
-    headers = {"Vary": "Accept", "Cache-Control": "no-cache"}
+        summary, cause = None, database_cause(exc)
     if summary is None:
-        body = StatusUnavailable(detail="database unavailable", service=service)
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        body = StatusUnavailable(detail="database unavailable", cause=cause, service=service)
         if as_json:
             return JSONResponse(body.model_dump(mode="json"), 503, headers=headers)
     elif as_json:

@@ -1,13 +1,11 @@
-"""Pages from the upstream `/v4/crew/query` endpoint, one at a time; no database here."""
+"""One page from the upstream `/v4/crew/query` endpoint, fetched within its bounds and checked
+as an envelope; how pages follow each other is app/ingest/listing.py's business. No database
+here."""
 
-import email.utils
+import functools
 import json
-import math
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,16 +20,17 @@ from app.ingest.body import (
     UnsupportedEncoding,
     read_bounded,
 )
+from app.ingest.deadline import PageAttempts, retry_after_seconds
 
 USER_AGENT = "crew-etl/0.1 (SpaceX crew ETL service)"
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 # A crew record has about 15 JSON values; a page may hold this many per record asked for before
 # it is parsed at all, so that tiny values (`[]`, `{}`) cannot multiply into gigabytes.
 MAX_VALUES_PER_RECORD = 200
-DELAY_SECONDS = re.compile(r"\s*\d{1,9}(\.\d{1,6})?\s*")
 # Control characters: upstream text in a message is kept to one plain line.
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_UPSTREAM_TEXT = 100
+ERROR_BODY_BYTES = 2048  # of an error response, read for its message (mongoose's, a CDN's)
 
 
 class ExtractError(Exception):
@@ -43,13 +42,21 @@ class BadEnvelope(Exception):
 
 
 class UpstreamStatus(Exception):
-    """An HTTP error status, without the request URL (which may carry secrets) in its text."""
+    """An HTTP error status, without the request URL (which may carry secrets) in its text.
 
-    def __init__(self, response: httpx.Response) -> None:
+    `detail` says what the body or headers tell of the cause: the upstream's own message (a
+    `text/plain` error), or that a CDN answered with a challenge or an HTML page instead."""
+
+    def __init__(self, response: httpx.Response, detail: str = "") -> None:
         self.status_code = response.status_code
         self.reason = plain(response.reason_phrase)
         self.retry_after = response.headers.get("retry-after", "")
-        super().__init__(f"HTTP {self.status_code} {self.reason}")
+        self.detail = detail
+        super().__init__(f"HTTP {self.status_code} {self.reason}{detail}")
+
+
+class RedirectNotFollowed(Exception):
+    """The upstream answered with a redirect: followed blindly, it could lead anywhere."""
 
 
 @dataclass(frozen=True)
@@ -75,19 +82,22 @@ class FetchPolicy:
         )
 
 
-@dataclass(frozen=True)
-class Page:
-    number: int
-    records: list[Any]
-
-
 def make_client(timeout_seconds: float) -> httpx.Client:
+    """Pages are asked for one at a time: one connection is all a run needs, and keeping to one
+    lets SocketDeadline know which socket a page's request is on."""
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
-    return httpx.Client(timeout=timeout_seconds, headers=headers)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.Client(timeout=timeout_seconds, headers=headers, limits=limits)
 
 
 def crew_query_url(base_url: str) -> str:
-    return f"{base_url.rstrip('/')}/v4/crew/query"
+    """The query endpoint under `base_url`, keeping its path prefix and its query string
+    (`https://proxy.example/spacex/?key=abc` -> `.../spacex/v4/crew/query?key=abc`)."""
+    try:
+        base = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError):
+        return f"{base_url.rstrip('/')}/v4/crew/query"
+    return str(base.copy_with(path=base.path.rstrip("/") + "/v4/crew/query"))
 
 
 def redacted(url: str) -> str:
@@ -110,65 +120,124 @@ def plain(text: str) -> str:
     return flat if len(flat) <= MAX_UPSTREAM_TEXT else flat[:MAX_UPSTREAM_TEXT] + "…"
 
 
-def iter_pages(client: httpx.Client, base_url: str, policy: FetchPolicy) -> Iterator[Page]:
-    """Follow `nextPage` until `hasNextPage` is false, yielding each page's `docs`."""
-    url = crew_query_url(base_url)
-    number = 1
-    for _ in range(policy.max_pages):
-        envelope = fetch_page(client, url, number, policy)
-        yield Page(number, envelope["docs"])
-        if not envelope.get("hasNextPage"):
-            return
-        next_number = envelope.get("nextPage")
-        if not isinstance(next_number, int) or next_number <= number:
-            raise ExtractError(
-                f"page {number}: pagination does not advance (nextPage={plain(repr(next_number))})"
-            )
-        number = next_number
-    raise ExtractError(
-        f"page {number}: page cap reached, more than INGEST_MAX_PAGES={policy.max_pages} pages"
-    )
-
-
-def fetch_page(client: httpx.Client, url: str, number: int, policy: FetchPolicy) -> dict[str, Any]:
-    """One page, retried as `retry_backoff` says, all attempts within the page's deadline.
+def fetch_page(
+    client: httpx.Client, url: str, number: int, payload: dict[str, Any], policy: FetchPolicy
+) -> dict[str, Any]:
+    """One page, retried as `PageAttempts` says, connect to last byte and every wait between
+    attempts within the page's deadline.
 
     The error raised carries no traceback of its cause: the cause's text may hold the URL (and a
     secret in it); the message already names the page and the cause.
     """
-    payload = {"query": {}, "options": {"page": number, "limit": policy.page_size}}
-    deadline = time.monotonic() + policy.page_deadline
+    attempts = PageAttempts(policy.page_deadline, policy.backoff_initial, policy.backoff_max)
     retrying = stamina.retry_context(
-        on=lambda exc: retry_backoff(exc, policy.backoff_max),
-        attempts=policy.retries + 1,
-        timeout=None,
-        wait_initial=policy.backoff_initial,
-        wait_max=policy.backoff_max,
-        wait_jitter=policy.backoff_initial,
+        on=functools.partial(retry_wait, attempts), attempts=policy.retries + 1, timeout=None
     )
     try:
         with structlog.contextvars.bound_contextvars(page=number):  # named on retry lines
             for attempt in retrying:
                 with attempt:
-                    body = post(client, url, payload, policy.max_response_bytes, deadline)
+                    body = post(client, url, payload, policy, attempts)
                     return read_envelope(body, policy.page_size)
     except Exception as exc:
-        raise ExtractError(f"page {number}: {describe(exc, policy)}") from None
+        raise ExtractError(f"page {number}: {describe(exc, policy, attempts)}") from None
     raise AssertionError("unreachable: stamina either returns or raises")
 
 
+def retry_wait(attempts: PageAttempts, exc: Exception) -> bool | float:
+    """stamina's `on`: False to give up, else the seconds to wait. Transport faults, 429 and
+    5xx are retried; a valid `Retry-After` sets the wait."""
+    if not retryable(exc):
+        return False
+    asked = retry_after_seconds(exc.retry_after) if isinstance(exc, UpstreamStatus) else None
+    wait = attempts.next_wait(asked)
+    return False if wait is None else wait
+
+
+def retryable(exc: Exception) -> bool:
+    if isinstance(exc, UpstreamStatus):
+        return exc.status_code in RETRYABLE_STATUS
+    return isinstance(exc, httpx.TransportError)
+
+
 def post(
-    client: httpx.Client, url: str, payload: dict[str, Any], max_bytes: int, deadline: float
+    client: httpx.Client,
+    url: str,
+    payload: dict[str, Any],
+    policy: FetchPolicy,
+    attempts: PageAttempts,
 ) -> bytearray:
-    if time.monotonic() > deadline:
+    left = attempts.time_left()
+    if left <= 0:
         raise DeadlineExceeded("deadline passed between attempts")
-    with client.stream("POST", url, json=payload) as response:
-        if response.is_error:
-            raise UpstreamStatus(response)
-        content_type = response.headers.get("content-type", "")
-        if "json" not in content_type:
-            raise BadEnvelope(f"expected a JSON response, got content type {plain(content_type)!r}")
-        return read_bounded(response, max_bytes, deadline)
+    attempts.made += 1
+    timeout = min(client.timeout.read or left, left)
+    try:
+        with attempts.socket_deadline.armed(attempts.deadline):
+            request = client.build_request(
+                "POST",
+                url,
+                json=payload,
+                timeout=timeout,
+                extensions={"trace": attempts.socket_deadline.trace},
+            )
+            response = client.send(request, stream=True)
+            try:
+                check_response(response)
+                return read_bounded(response, policy.max_response_bytes, attempts.deadline)
+            finally:
+                response.close()
+    except httpx.TransportError:
+        if attempts.time_left() <= 0:  # the deadline cut the connection
+            raise DeadlineExceeded("deadline passed") from None
+        raise
+
+
+def check_response(response: httpx.Response) -> None:
+    """Raise for a response that is not a page: a redirect, an error, anything but JSON."""
+    if response.is_redirect:
+        location = redacted(response.headers.get("location", ""))
+        raise RedirectNotFollowed(
+            f"HTTP {response.status_code} redirect not followed (Location: {plain(location)}); "
+            "set SPACEX_API_URL to where it points if that is the API"
+        )
+    content_type = response.headers.get("content-type", "")
+    if response.is_error:
+        raise UpstreamStatus(response, error_detail(response, content_type))
+    if "json" not in content_type:
+        raise BadEnvelope(f"expected a JSON response, got content type {plain(content_type)!r}")
+
+
+def error_detail(response: httpx.Response, content_type: str) -> str:
+    """What an error response says of its cause, as a short suffix for the message."""
+    if response.headers.get("cf-mitigated", "").lower() == "challenge":
+        return (
+            ": a CDN challenge page (cf-mitigated: challenge), not the API; the CDN in front of "
+            "the upstream is refusing this client: retry later, or use a mirror in SPACEX_API_URL"
+        )
+    if "text/html" in content_type:
+        return (
+            ": an HTML page, not the API (a CDN or proxy error page); retry later, "
+            "or check SPACEX_API_URL"
+        )
+    if "text/plain" in content_type:
+        text = read_error_text(response)
+        said = text and text.lower() != response.reason_phrase.lower()  # more than the phrase
+        return f" ({plain(text)})" if said else ""
+    return ""
+
+
+def read_error_text(response: httpx.Response) -> str:
+    """The start of a plain-text error body (mongoose's message); empty when unreadable."""
+    body = b""
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) >= ERROR_BODY_BYTES:
+                break
+    except (httpx.HTTPError, ValueError):
+        return ""
+    return body[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
 
 
 def read_envelope(body: bytearray, limit: int) -> dict[str, Any]:
@@ -214,45 +283,26 @@ def check_value_count(body: bytearray, max_values: int) -> None:
         )
 
 
-def retry_backoff(exc: Exception, backoff_max: float) -> bool | float:
-    """Retry transport faults, 429 and 5xx; a valid `Retry-After` sets the wait, capped."""
-    if isinstance(exc, UpstreamStatus):
-        if exc.status_code not in RETRYABLE_STATUS:
-            return False
-        seconds = retry_after_seconds(exc.retry_after)
-        return True if seconds is None else min(seconds, backoff_max)
-    return isinstance(exc, httpx.TransportError)
-
-
-def retry_after_seconds(value: str) -> float | None:
-    """Seconds from a `Retry-After` of delay-seconds or an HTTP date; None for anything else
-    (`nan`, `inf`, negative, garbage), which means the normal backoff."""
-    if DELAY_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-def describe(exc: Exception, policy: FetchPolicy) -> str:
-    attempts = policy.retries + 1
+def describe(exc: Exception, policy: FetchPolicy, attempts: PageAttempts) -> str:
+    tries = f"after {attempts.made} attempt{'s' if attempts.made != 1 else ''}"
+    if attempts.gave_up is not None:
+        if isinstance(exc, UpstreamStatus):
+            return f"HTTP {exc.status_code} {tries}: {attempts.gave_up}"
+        return attempts.gave_up
     if isinstance(exc, UpstreamStatus):
         if exc.status_code in RETRYABLE_STATUS:
-            return f"HTTP {exc.status_code} after {attempts} attempts"
+            return f"HTTP {exc.status_code} {tries}{exc.detail}"
         return str(exc)
     if isinstance(exc, httpx.TimeoutException):
-        return f"timeout after {attempts} attempts ({type(exc).__name__})"
+        return f"timeout {tries} ({type(exc).__name__})"
     if isinstance(exc, httpx.TransportError):
-        return f"{type(exc).__name__} after {attempts} attempts ({plain(str(exc))})"
+        return f"{type(exc).__name__} {tries} ({plain(str(exc))})"
     if isinstance(exc, ResponseTooLarge):
         return f"response larger than INGEST_MAX_RESPONSE_BYTES ({exc})"
     if isinstance(exc, DeadlineExceeded):
         return f"no complete response within HTTP_PAGE_DEADLINE_SECONDS={policy.page_deadline:g}"
-    if isinstance(exc, UnsupportedEncoding | BadEnvelope | httpx.DecodingError):
+    if isinstance(exc, UnsupportedEncoding | BadEnvelope | RedirectNotFollowed):
+        return str(exc)
+    if isinstance(exc, httpx.DecodingError):
         return str(exc)
     return f"{type(exc).__name__} ({plain(str(exc))})"

@@ -14,7 +14,7 @@ import structlog
 
 from app.config import settings
 from app.db import background_engine
-from app.ingest import changes, extract, load, registry, runs, validate
+from app.ingest import changes, extract, listing, load, registry, runs, validate
 from app.ingest.prefetch import Prefetcher
 from app.ingest.watchdog import timed_out
 from app.models import IngestRun, RunStatus
@@ -69,7 +69,7 @@ def run_pipeline(
         connection.commit()
         active_before = load.begin(cursor)
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
-            fetched = extract.iter_pages(client, settings.SPACEX_API_URL, policy)
+            fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
             pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
             try:
                 while (page := next_page(local, pages)) is not None:
@@ -179,7 +179,7 @@ def check_stop(local: registry.LocalRun) -> None:
 
 
 def checked_pages(
-    pages: Iterator[extract.Page], max_rejects: int
+    pages: Iterator[listing.Page], max_rejects: int
 ) -> Iterator[validate.CheckedPage]:
     """Each page checked, in the prefetch thread. A page keeps its rejects in full only while
     the run may still store some: load_one_page stores at most max_rejects, counting these

@@ -14,7 +14,7 @@ from typing import Any
 import stamina
 import structlog
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.config import settings
@@ -83,6 +83,26 @@ class RunLost(Exception):
     """The run is no longer this process's to finish: another process ended it."""
 
 
+# Held by whoever queues a run until its transaction ends: creators (API, CLI, scheduler, on any
+# replica) queue one at a time, so QUEUE_RUN's check sees every run queued before it. The key is
+# a constant no other advisory lock here uses.
+RUN_CREATION_LOCK = 0x63726577_65746C  # "crew" "etl"
+LOCK_RUN_CREATION = "SELECT pg_advisory_xact_lock(%(key)s)"
+# Queues a run unless one is queued or running or its schedule slot is taken. An INSERT ...
+# SELECT whose WHERE is false produces no row and so never calls nextval: a refused run uses up
+# no id, where a refused INSERT ... VALUES would (the unique index rejects it after nextval).
+# The partial unique indexes stay the guarantee for a creator that skips the lock.
+QUEUE_RUN = """
+INSERT INTO ingest_runs (status, trigger, source_url, allow_mass_delete, dry_run, owner_id,
+    schedule_slot, pages_fetched, records_fetched, records_valid, records_rejected,
+    rows_inserted, rows_updated, rows_unchanged, rows_deleted)
+SELECT 'queued', %(trigger)s, %(source_url)s, %(allow_mass_delete)s, %(dry_run)s, %(owner)s,
+    %(schedule_slot)s, 0, 0, 0, 0, 0, 0, 0, 0
+WHERE NOT EXISTS (SELECT FROM ingest_runs WHERE status IN ('queued', 'running'))
+  AND NOT EXISTS (SELECT FROM ingest_runs WHERE schedule_slot = %(schedule_slot)s)
+RETURNING id
+"""
+
 # Bookkeeping statements never wait long on a lock (a silent process's open transaction may
 # hold one): they fail, and the caller tries again later.
 SHORT_TIMEOUTS = "SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '10s'"
@@ -97,6 +117,18 @@ def short_transaction(engine: Engine | None = None) -> Iterator[Connection]:
     with (engine or background_engine()).begin() as connection:
         connection.exec_driver_sql(SHORT_TIMEOUTS)
         yield connection
+
+
+def queue_run(values: dict[str, Any]) -> int | None:
+    """The id of the run queued with `values`, or None when another run is active or the
+    schedule slot is taken; on the API's connections."""
+    try:
+        with short_transaction(get_engine()) as connection:
+            connection.exec_driver_sql(LOCK_RUN_CREATION, {"key": RUN_CREATION_LOCK})
+            queued = connection.exec_driver_sql(QUEUE_RUN, {**values, "owner": OWNER_ID})
+            return queued.scalar_one_or_none()
+    except IntegrityError:  # a creator that took no lock (an older replica) queued one first
+        return None
 
 
 def mark_running(run_id: int) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
 from app import metrics
@@ -62,26 +62,23 @@ def create_run(
     A run abandoned by a process that died is ended first, so it cannot block this one.
     """
     runs.reap_stale_quietly()
-    for _ in range(3):  # the active run may finish between our insert and our look-up
-        run = IngestRun(
-            trigger=trigger,
-            source_url=extract.redacted(extract.crew_query_url(settings.SPACEX_API_URL)),
-            allow_mass_delete=allow_mass_delete,
-            dry_run=dry_run,
-            owner_id=registry.OWNER_ID,
-            schedule_slot=schedule_slot,
-        )
-        session.add(run)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            active = active_run(session)
-            session.rollback()  # no transaction outlives the request, not even on a 409
-            if active is not None or schedule_slot is not None:
-                raise RunConflict(active.id if active else None) from None
-            continue
-        return detached(session, run)
+    values = {
+        "trigger": str(trigger),
+        "source_url": extract.redacted(extract.crew_query_url(settings.SPACEX_API_URL)),
+        "allow_mass_delete": allow_mass_delete,
+        "dry_run": dry_run,
+        "schedule_slot": schedule_slot,
+    }
+    for _ in range(3):  # the active run may finish between the refusal and our look-up
+        run_id = runs.queue_run(values)
+        if run_id is not None:
+            run = session.get(IngestRun, run_id)
+            assert run is not None
+            return detached(session, run)
+        active = active_run(session)
+        session.rollback()  # no transaction outlives the request, not even on a 409
+        if active is not None or schedule_slot is not None:
+            raise RunConflict(active.id if active else None)
     raise RunConflict(None)
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, text
 
 from app.models import CrewStatus, IngestRunPublic, RunStatus, RunTrigger
+from app.shapes import ALWAYS_SENT, RejectError
 
 RECENT_RUNS = 50
 FIRST_REJECTS = 10
@@ -109,11 +110,13 @@ class RejectSummary(BaseModel):
     id: int = Field(description="Reject id")
     record_id: str | None = Field(description="The id of the record, when it had one")
     error_count: int = Field(description="How many validation errors")
-    errors: list[dict[str, Any]] = Field(description="The first validation errors")
+    errors: list[RejectError] = Field(description="The first validation errors")
 
 
 # The newest run with its first rejects and where to read more.
 class LastRun(BaseModel):
+    model_config = ALWAYS_SENT
+
     run: IngestRunPublic = Field(description="The most recent run")
     duration_seconds: float | None = Field(description="How long it took")
     url: str = Field(description="The run in the API")
