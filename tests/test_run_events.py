@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +21,7 @@ from app.api import events
 from app.cli import cli
 from app.db import get_engine
 from app.ingest import service
+from app.ingest.events import FollowedRun
 from app.models import RunTrigger
 from tests.conftest import ingest, query_one, wait_until
 from tests.fake_upstream import FakeUpstream, synthetic_crew
@@ -238,3 +240,16 @@ def test_sigterm_ends_the_streams_and_the_server_stops(
     assert "end" not in kinds(rest)  # cut short: the client resumes on another replica
     assert query_one("SELECT status FROM ingest_runs WHERE id = :id", id=run_id)[0] == "running"
     assert runner.post(f"/ingest/{run_id}/cancel").status_code == 202
+
+
+def test_an_idle_stream_sends_a_keep_alive_comment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE_SECONDS", 0.05)
+
+    async def first_two() -> list[bytes]:
+        stream = events.run_events(FollowedRun(run_id=1), 0)  # nothing read yet: idle
+        try:
+            return [await anext(stream), await anext(stream)]
+        finally:
+            await stream.aclose()
+
+    assert anyio.run(first_two) == [b": ping\n\n", b": ping\n\n"]
