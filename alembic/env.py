@@ -5,6 +5,7 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import app.change_models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import app.event_models  # noqa: F401
 import app.notify.models  # noqa: F401
 import app.schedule_state  # noqa: F401
 from app.config import settings

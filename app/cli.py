@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from app import cli_notify, metrics
 from app.config import settings
 from app.logs import configure_logging
-from app.models import IngestRun
+from app.models import IngestRun, IngestRunPublic
 
 log = structlog.get_logger("crew_etl")
 cli = typer.Typer(help="SpaceX crew ETL: ingest the crew API into PostgreSQL and serve it.")
@@ -153,7 +153,7 @@ def run_with_progress(run_id: int) -> IngestRun | None:
         return service.execute_run(run_id, on_progress=show)
 
 
-def print_summary(run: IngestRun) -> None:
+def print_summary(run: IngestRun | IngestRunPublic) -> None:
     if run.status != "succeeded":  # the counts say little; the error and the log line say why
         line = Text(f"Ingest run {run.id}: {run.status}: ", style="red")
         console.print(line.append(run.error or "", style="default"), soft_wrap=True)  # no markup
@@ -206,12 +206,24 @@ SUMMARY_FIELDS = (
 )
 
 
+DEFAULT_URL = "http://127.0.0.1:8000"
 RUN_LINE = "{id:>5}  {status:<9}  {trigger:<8}  {started:<19}  {counts}"
 
 
 @cli.command()
-def runs(limit: Annotated[int, typer.Option(help="How many runs to list")] = 20) -> None:
-    """List the most recent ingest runs, newest first; an error goes on the line below its run."""
+def runs(
+    limit: Annotated[int, typer.Option(help="How many runs to list")] = 20,
+    follow: Annotated[bool, typer.Option(help="Follow run ID (default: the newest) live")] = False,
+    run_id: Annotated[int | None, typer.Argument(metavar="[ID]", show_default=False)] = None,
+    url: Annotated[str, typer.Option(help="The service to follow through")] = DEFAULT_URL,
+) -> None:
+    """List the most recent ingest runs, newest first; an error goes on the line below its run.
+    With --follow, show a run's progress until it ends; exit 0 succeeded, 1 failed, 3 cancelled,
+    4 no such run or no service (see app/follow.py)."""
+    if follow:
+        from app.follow import follow_and_summarise
+
+        raise typer.Exit(follow_and_summarise(url, run_id, print_summary))
     from app.db import get_engine
 
     with Session(get_engine()) as session:

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
         description="The service's address as receivers reach it, for the links in events; "
         "unset: links are paths",
     )
+    # Open `GET /ingest/{id}/events` streams a process serves at once; beyond, 503 + Retry-After.
+    EVENTS_MAX_STREAMS: int = Field(default=100, ge=1)
 
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "console"] = "console"

@@ -135,6 +135,23 @@ def get_read_connection() -> Iterator[Connection]:
                 driver.autocommit = False
 
 
+def get_snapshot_connection() -> Iterator[Connection]:
+    """A pooled connection in one REPEATABLE READ, read-only transaction: a response built from
+    several statements (a count, a page, their validator) sees one state. psycopg2 sends the
+    level with its BEGIN, so the snapshot costs no round trip of its own; the transaction is
+    rolled back before the connection goes back to the pool."""
+    with get_engine().connect() as connection:
+        driver: Any = connection.connection.dbapi_connection
+        driver.autocommit = False
+        driver.set_session("REPEATABLE READ", readonly=True)
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+            if not driver.closed:  # as others expect it back; psycopg2 sends nothing for this
+                driver.set_session("DEFAULT", "DEFAULT", "DEFAULT")
+
+
 def alembic_config(configure_logger: bool = True) -> "AlembicConfig":
     from alembic.config import Config as AlembicConfig
 

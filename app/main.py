@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from app import metrics
-from app.api import crew, health, history, ingest, schedule, status, webhooks
+from app.api import crew, events, health, history, ingest, schedule, status, webhooks
 from app.api.document import keep_null_examples
 from app.api.methods import HeadAsGet, allowed_methods
 from app.api.responses import RETRY_AFTER_SECONDS, DatabaseUnavailable
@@ -45,7 +45,8 @@ DOCS_ASSETS = "/docs-assets"
 
 def interrupt_runs_on_signals() -> None:
     """Chain onto the server's SIGTERM/SIGINT handlers: running ingests roll back and end
-    `failed` with an `interrupted` error, and the server waits for them as background tasks."""
+    `failed` with an `interrupted` error, and the server waits for them as background tasks;
+    event streams end at once."""
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread (not under TestClient)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -54,6 +55,7 @@ def interrupt_runs_on_signals() -> None:
         def handler(received: int, frame: FrameType | None, previous: object = previous) -> None:
             reason = f"interrupted: received {signal.Signals(received).name}"
             service.interrupt_local_runs(reason, and_later_ones=True)
+            events.hub.close_streams()  # or the server would wait for them before stopping
             if callable(previous):
                 previous(received, frame)
 
@@ -121,6 +123,7 @@ app = FastAPIOffline(
 app.include_router(crew.router)
 app.include_router(history.router)
 app.include_router(ingest.router)
+app.include_router(events.router)
 app.include_router(health.router)
 app.include_router(status.router)
 app.include_router(webhooks.router)

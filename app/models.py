@@ -264,6 +264,8 @@ class IngestRun(IngestRunBase, table=True):
     heartbeat_at: datetime | None = timestamp()
     # Interval number of a scheduled run: one run per interval across replicas.
     schedule_slot: int | None = Field(default=None, sa_type=BigInteger)
+    # Number of the run's last event (app/event_models.py), set by the database's triggers.
+    event_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 # What the API returns for a run.

@@ -163,8 +163,12 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     operations = [op for path in spec["paths"].values() for op in path.values()]
 
-    assert len(operations) == 18
+    assert len(operations) == 19
     assert all(op.get("summary") and op.get("description") for op in operations)
+    events = spec["paths"]["/ingest/{run_id}/events"]["get"]
+    assert events["operationId"] == "stream_ingest_events"
+    assert set(events["responses"]) >= {"200", "404", "503"}
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
     params = spec["paths"]["/crew"]["get"]["parameters"]
     assert all(p.get("description") for p in params)
     assert client.get("/docs").status_code == 200

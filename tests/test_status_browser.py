@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_until
-from tests.fake_upstream import FakeUpstream, Fault
+from tests.fake_upstream import FakeUpstream, Fault, synthetic_crew
 from tests.test_processes import UVICORN, Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -151,3 +151,32 @@ def test_page_after_a_success_and_a_failure(
     background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(13, 17, 23)"  # the dark palette applied
     assert requested_urls(browser) == []  # resizing and dark mode fetched nothing
+
+
+def test_page_follows_the_running_run_live_then_shows_its_end(
+    browser: Any, server: Server, upstream: FakeUpstream
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    upstream.records += [synthetic_crew(index) for index in range(32)]
+    upstream.page_delay_seconds = 0.5  # 10 pages of 5: five seconds of progress to watch
+    run_id = server.post("/ingest").json()["id"]
+    wait_until(lambda: httpx.get(f"{server.url}/ingest/{run_id}").json()["status"] == "running")
+    browser.get(f"{server.url}/")
+    browser.execute_script("window.sameLoad = true")  # gone if the page reloads
+
+    def shown(name: str) -> int:
+        selector = f'#last-run-counts [data-count="{name}"] dd'
+        return number(browser.find_element(By.CSS_SELECTOR, selector).text)
+
+    first = shown("pages_fetched")
+    wait_until(lambda: shown("pages_fetched") > first or not same_load(browser))
+    assert same_load(browser), "the page reloaded before showing any progress"
+    assert browser.find_element(By.ID, "last-run-status").text == "running"
+    wait_until(lambda: not same_load(browser))  # reloaded at the end: the final card
+    assert browser.find_element(By.ID, "last-run-status").text == "succeeded"
+    assert shown("rows_inserted") == 50 and shown("pages_fetched") == 10
+
+
+def same_load(browser: Any) -> bool:
+    return bool(browser.execute_script("return window.sameLoad === true"))

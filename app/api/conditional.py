@@ -3,7 +3,14 @@ member moves (insert, update, soft delete, restore) and an unchanged run leaves 
 
 A request with If-None-Match or If-Modified-Since first runs the one-row look-up of its
 validator and answers 304 without building the body when the client's copy is current; any
-other request gets the validator from the statement that builds its body."""
+other request gets the validator from the statement (or REPEATABLE READ transaction) that
+builds its body, so a body never carries another state's validators.
+
+Changes are dated to the microsecond (a run's transaction start), HTTP dates to the second, and
+a run's changes become visible when it commits, possibly after a read dated the same second. So
+Last-Modified is the change time rounded up, and If-Modified-Since answers 304 only when the
+newest change is before the second that ends at the date sent: a copy dated within the second of
+a change is always revalidated in full, by ETag or by a 200."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,15 +28,23 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CACHE_CONTROL = "no-cache"
 
 
+SECOND = timedelta(seconds=1)
+
+
 @dataclass(frozen=True)
 class Validators:
     etag: str
-    last_modified: datetime | None
+    last_change: datetime | None  # to the microsecond
+    last_modified: datetime | None  # whole seconds, as sent
 
     @classmethod
     def of(cls, last_change: datetime | None) -> "Validators":
-        micros = 0 if last_change is None else (last_change - EPOCH) // timedelta(microseconds=1)
-        return cls(f'"{micros:x}"', last_change)
+        if last_change is None:
+            return cls('"0"', None, None)
+        micros = (last_change - EPOCH) // timedelta(microseconds=1)
+        # rounded up, so that the same state always has the same date (in the second of the
+        # change that date can be up to a second after the response's Date)
+        return cls(f'"{micros:x}"', last_change, round_up(last_change))
 
     def headers(self) -> dict[str, str]:
         headers = {"ETag": self.etag, "Cache-Control": CACHE_CONTROL}
@@ -44,9 +59,14 @@ class Validators:
             tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
             return "*" in tags or self.etag in tags
         since = parse_http_date(request.headers.get("if-modified-since"))
-        if since is None or self.last_modified is None:
-            return False
-        return self.last_modified.replace(microsecond=0) <= since
+        if since is None or self.last_change is None or since > datetime.now(UTC):
+            return False  # a date in the future is ignored (RFC 9110 §13.1.3)
+        return self.last_change <= since - SECOND
+
+
+def round_up(moment: datetime) -> datetime:
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + SECOND
 
 
 def is_conditional(request: Request) -> bool:

@@ -9,14 +9,14 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 from sqlalchemy import Connection, Text, bindparam, cast, func
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app.api import conditional, responses
 from app.api import cursor as cursors
 from app.api.crew_query import PUBLIC_FIELDS, SOURCES, compiled, list_query, public_column
 from app.api.crew_sort import CrewSort
 from app.api.deps import in_read_thread
-from app.models import HAS_TEXT, HEX24_ANY_CASE, Crew, CrewPublic, CrewStatus, CursorPage
+from app.models import HAS_TEXT, HEX24_ANY_CASE, CrewPublic, CrewStatus, CursorPage
 
 router = APIRouter(prefix="/crew", tags=["crew"])
 
@@ -200,7 +200,8 @@ def list_page(
         if offset:
             raise invalid("offset", "offset cannot be combined with cursor", offset)
         params["after_key"], params["after_id"] = cursor_position(cursor, query_fingerprint, sort)
-    if conditional.is_conditional(request):  # only once the request is known to be valid
+    # only once the request is known to be valid; `as_of` states are checked with their body
+    if conditional.is_conditional(request) and as_of is None:
         validators = conditional.crew_validators(connection)
         if validators.matches(request):
             return conditional.not_modified(validators)
@@ -209,6 +210,8 @@ def list_page(
     params["matches_sql"] = bound_sql(connection, statement.matches, values | source_params)
     body, last, last_change = connection.exec_driver_sql(statement.response, params).one()
     validators = conditional.Validators.of(last_change)
+    if validators.matches(request):
+        return conditional.not_modified(validators)
     next_cursor = cursors.encode(query_fingerprint, json.loads(last)) if last else None
     response = conditional.json_response(with_next(body, next_cursor), validators)
     if next_cursor:
@@ -217,13 +220,14 @@ def list_page(
 
 
 def member_query(source: str) -> str:
-    """(member JSON, the member's current `updated_at`: the validator) for one id."""
+    """(member JSON, its `updated_at`: the validator of the state shown) for one id."""
     relation = SOURCES[source]()
     columns = (public_column(relation.c, field) for field in PUBLIC_FIELDS)
-    member = select(*columns).where(relation.c.id == bindparam("id")).subquery("member")
-    body = cast(func.row_to_json(member.table_valued()), Text)
-    last_change = select(Crew.updated_at).where(col(Crew.id) == bindparam("id"))
-    return compiled(select(body, last_change.scalar_subquery()))
+    found = select(*columns).add_columns(relation.c.updated_at.label("last_change"))
+    member = found.where(relation.c.id == bindparam("id")).subquery("member")
+    shown = select(*(member.c[field] for field in PUBLIC_FIELDS)).subquery("shown")
+    body = cast(func.row_to_json(shown.table_valued()), Text)
+    return compiled(select(body, member.c.last_change).select_from(member))
 
 
 MEMBER_SQL = {source: member_query(source) for source in SOURCES}
@@ -252,7 +256,7 @@ def member_page(
 ) -> Response:
     """The answer of `read_crew_member`, in a worker thread with its read connection."""
     source, source_params = source_at(as_of)
-    if conditional.is_conditional(request):
+    if conditional.is_conditional(request) and as_of is None:
         validators = conditional.member_validators(connection, crew_id.lower())
         if validators is not None and validators.matches(request):
             return conditional.not_modified(validators)
@@ -260,4 +264,7 @@ def member_page(
     row = connection.exec_driver_sql(MEMBER_SQL[source], params).first()
     if row is None:
         raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")
-    return conditional.json_response(row[0], conditional.Validators.of(row[1]))
+    validators = conditional.Validators.of(row[1])
+    if validators.matches(request):  # an `as_of` state, checked against itself
+        return conditional.not_modified(validators)
+    return conditional.json_response(row[0], validators)

@@ -88,6 +88,26 @@ SOURCES: dict[str, Callable[[], FromClause]] = {
     "crew_as_of": crew_as_of,
 }
 
+
+def last_change_as_of() -> ColumnElement[Any]:
+    """The newest change at or before the bound `as_of`: the newest `updated_at` up to then
+    among the crew (one step back on its updated_at index), or the start of a version valid then
+    and closed since (the few versions closed after `as_of`, by their partial index)."""
+    crew, versions = Crew.__table__.c, CrewVersion.__table__.c  # type: ignore[attr-defined]
+    as_of = bindparam("as_of", type_=DateTime(timezone=True))
+    unchanged = select(func.max(crew.updated_at)).where(crew.updated_at <= as_of)
+    changed = select(func.max(versions.valid_from)).where(
+        versions.valid_to > as_of, versions.valid_from <= as_of
+    )
+    return func.greatest(unchanged.scalar_subquery(), changed.scalar_subquery())
+
+
+# The validator of each source: the newest change it shows (same snapshot as the page).
+LAST_CHANGE: dict[str, Callable[[], ColumnElement[Any]]] = {
+    "crew": lambda: select(func.max(Crew.updated_at)).scalar_subquery(),
+    "crew_as_of": last_change_as_of,
+}
+
 # The value each sort orders by, as an expression over a source's columns. Agency sorts the way
 # its filter compares (case-insensitively), with no agency as '' so that the key is never NULL:
 # a row comparison with NULL is unknown, which would stall a keyset walk at the first such row.
@@ -175,7 +195,7 @@ class ListQuery:
     `matches` selects the matching rows (ignoring paging), for planner_row_estimate().
     `response` returns (body, next_key, last_change): the envelope as JSON text, the (sort
     key, id) JSON array of the page's last row when more rows follow, else NULL, and the
-    newest `crew.updated_at` (the validator of conditional GET, from the same snapshot).
+    newest `updated_at` the source shows (the validator of conditional GET, same snapshot).
     Its parameters: the filter values, `matches_sql`, `estimate_above`, `limit`, `offset`,
     and with keyset paging `after_key`/`after_id`, the position the page starts after.
     """
@@ -316,6 +336,6 @@ def list_query(
         .scalar_subquery()
     )
     next_key = case((rows_in_page > limit, last_key))
-    last_change = select(func.max(Crew.updated_at)).scalar_subquery()
+    last_change = LAST_CHANGE[source]()
     statement = select(cast(response, Text), next_key, last_change)
     return ListQuery(compiled(matches), compiled(statement))

@@ -12,10 +12,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from app.config import settings
-from app.db import get_read_connection, get_session
+from app.db import get_read_connection, get_session, get_snapshot_connection
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadConnectionDep = Annotated[Connection, Depends(get_read_connection)]
+SnapshotConnectionDep = Annotated[Connection, Depends(get_snapshot_connection)]
 
 bearer = HTTPBearer(auto_error=False, description="Required when INGEST_API_TOKEN is set.")
 
@@ -46,16 +47,19 @@ READ_THREADS = 8
 read_threads = anyio.CapacityLimiter(READ_THREADS)
 read_turns = anyio.Semaphore(READ_THREADS)  # first come, first served; a wait can time out
 read_connection = contextmanager(get_read_connection)
+# Where reads of several statements get their one snapshot (another engine would go here too).
+snapshot_connection = contextmanager(get_snapshot_connection)
 
 
-async def in_read_thread(function: Callable[..., T], *args: Any) -> T:
-    """`function(connection, *args)` in a worker thread with a read connection: one thread hop
-    per request (a sync endpoint with a generator dependency makes three). A read that waits
-    longer than DB_POOL_TIMEOUT_SECONDS for its turn (the database is slow, the queue long)
-    answers 503, like one that waits that long for a pooled connection."""
+async def in_read_thread(function: Callable[..., T], *args: Any, snapshot: bool = False) -> T:
+    """`function(connection, *args)` in a worker thread with a read connection (in autocommit,
+    for a response of one statement; with `snapshot`, in one REPEATABLE READ transaction): one
+    thread hop per request (a sync endpoint with a generator dependency makes three). A read
+    that waits longer than DB_POOL_TIMEOUT_SECONDS for its turn (the database is slow, the
+    queue long) answers 503, like one that waits that long for a pooled connection."""
 
     def run() -> T:
-        with read_connection() as connection:
+        with (snapshot_connection if snapshot else read_connection)() as connection:
             return function(connection, *args)
 
     with anyio.move_on_after(settings.DB_POOL_TIMEOUT_SECONDS) as waiting:

@@ -1,11 +1,13 @@
-"""A crew member's versions (SCD type 2), newest first, with conditional GET."""
+"""A crew member's versions (SCD type 2), newest first, with conditional GET. The validator, the
+count and the page are three statements in one REPEATABLE READ transaction: one state."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from sqlalchemy import Connection
 
 from app.api import conditional, responses
-from app.api.deps import ReadConnectionDep
+from app.api.deps import in_read_thread
 from app.change_models import CrewVersionPublic
 from app.models import HEX24_ANY_CASE, Page
 
@@ -29,16 +31,22 @@ ORDER BY valid_from DESC LIMIT %(limit)s OFFSET %(offset)s
     operation_id="get_crew_history",
     responses=responses.conditional_get("crew member"),
 )
-def read_crew_member_history(
+async def read_crew_member_history(
     request: Request,
-    connection: ReadConnectionDep,
     crew_id: Annotated[str, Path(pattern=HEX24_ANY_CASE, description="24-hex crew id")],
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=2_000_000_000, description="Rows to skip")] = 0,
 ) -> Response:
     """Every state the member has had, newest first: its fields, the run that opened the
     version, `valid_from` and `valid_to` (null for the current version)."""
-    crew_id = crew_id.lower()
+    page = (crew_id.lower(), limit, offset)
+    return await in_read_thread(history_page, request, *page, snapshot=True)
+
+
+def history_page(
+    connection: Connection, request: Request, crew_id: str, limit: int, offset: int
+) -> Response:
+    """The answer of `read_crew_member_history`, in a worker thread, in one snapshot."""
     validators = conditional.member_validators(connection, crew_id)
     if validators is None:
         raise HTTPException(status_code=404, detail=f"crew member {crew_id} not found")

@@ -55,6 +55,7 @@ def templates() -> "Jinja2Templates":
 
 
 CHANGES_ROUTE = "read_ingest_changes"  # GET /ingest/{run_id}/changes: what a run changed
+EVENTS_ROUTE = "stream_ingest_events"  # GET /ingest/{run_id}/events: a run followed live
 
 
 class ServiceInfo(BaseModel):
@@ -211,6 +212,9 @@ def status_answer(request: Request, as_json: bool, headers: dict[str, str]) -> R
         return Response(summary.model_dump_json(), media_type="application/json", headers=headers)
     now = summary.generated_at if summary else datetime.now().astimezone()
     context = {**page_context(summary, now), "service": service, "base_url": request.base_url}
+    if summary is not None and summary.last_run is not None:  # followed live by the page
+        run_id = summary.last_run.run.id
+        context["events_url"] = route_path(request.app, EVENTS_ROUTE, run_id=run_id)
     return templates().TemplateResponse(
         request,
         "status.html",
