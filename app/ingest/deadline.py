@@ -40,7 +40,8 @@ class SocketDeadline:
 
         The socket is looked up when the time is up, so a connection opened inside the block is
         the one cut."""
-        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._cut)
+        delay = min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
+        timer = threading.Timer(delay, self._cut)
         timer.daemon = True
         timer.start()
         try:
@@ -61,12 +62,18 @@ class SocketDeadline:
 class PageAttempts:
     """One page's attempts: its deadline, its socket, and how long to wait before the next."""
 
-    def __init__(self, page_deadline: float, backoff_initial: float, backoff_max: float) -> None:
+    def __init__(
+        self,
+        page_deadline: float,
+        backoff_initial: float,
+        backoff_max: float,
+        socket_deadline: SocketDeadline | None = None,
+    ) -> None:
         self.page_deadline = page_deadline
         self.deadline = time.monotonic() + page_deadline
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self.socket_deadline = SocketDeadline()
+        self.socket_deadline = socket_deadline or SocketDeadline()
         self.made = 0  # attempts begun
         self.retries = 0
         self.gave_up: str | None = None  # why no further attempt was made, if time was the cause
@@ -77,13 +84,14 @@ class PageAttempts:
     def next_wait(self, asked: float | None) -> float | None:
         """Seconds to wait before the next attempt: an exponential backoff with jitter, or what
         the upstream `asked` for, capped by HTTP_BACKOFF_MAX_SECONDS. None, with `gave_up`
-        set, when that wait would end past the deadline: it is not begun."""
+        set, when that wait would end past the deadline, or the upstream asked for longer than
+        the time left: it is not begun."""
         self.retries += 1
         backoff = self.backoff_initial * 2 ** (self.retries - 1)
         backoff += random.uniform(0, self.backoff_initial)
         wait = min(backoff if asked is None else asked, self.backoff_max)
         left = self.time_left()
-        if wait < left:
+        if wait < left and (asked is None or asked < left):
             return wait
         if asked is not None:
             leaves = max(left, 0)
@@ -92,8 +100,7 @@ class PageAttempts:
             )
         else:
             self.gave_up = (
-                f"no complete response within HTTP_PAGE_DEADLINE_SECONDS={self.page_deadline:g} "
-                "(the next retry would wait past it)"
+                f"the next retry would wait past HTTP_PAGE_DEADLINE_SECONDS={self.page_deadline:g}"
             )
         return None
 

@@ -20,13 +20,15 @@ from app.ingest.body import (
     UnsupportedEncoding,
     read_bounded,
 )
-from app.ingest.deadline import PageAttempts, retry_after_seconds
+from app.ingest.deadline import PageAttempts, SocketDeadline, retry_after_seconds
 
 USER_AGENT = "crew-etl/0.1 (SpaceX crew ETL service)"
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 # A crew record has about 15 JSON values; a page may hold this many per record asked for before
 # it is parsed at all, so that tiny values (`[]`, `{}`) cannot multiply into gigabytes.
 MAX_VALUES_PER_RECORD = 200
+# ... but never fewer per page than this: a small page of members with many launches is valid.
+MIN_VALUES_PER_PAGE = 100_000
 # Control characters: upstream text in a message is kept to one plain line.
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_UPSTREAM_TEXT = 100
@@ -82,36 +84,54 @@ class FetchPolicy:
         )
 
 
-def make_client(timeout_seconds: float) -> httpx.Client:
+class UpstreamClient(httpx.Client):
+    """A client that knows the socket of its one connection, opened by this page's request or
+    kept alive from an earlier one, so that a page's deadline can cut it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.socket_deadline = SocketDeadline()
+
+
+def make_client(timeout_seconds: float) -> UpstreamClient:
     """Pages are asked for one at a time: one connection is all a run needs, and keeping to one
     lets SocketDeadline know which socket a page's request is on."""
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    return httpx.Client(timeout=timeout_seconds, headers=headers, limits=limits)
+    return UpstreamClient(timeout=timeout_seconds, headers=headers, limits=limits)
 
 
 def crew_query_url(base_url: str) -> str:
-    """The query endpoint under `base_url`, keeping its path prefix and its query string
-    (`https://proxy.example/spacex/?key=abc` -> `.../spacex/v4/crew/query?key=abc`)."""
+    """The query endpoint under `base_url`, keeping its path prefix and its query string as
+    written, escapes included (`https://proxy.example/spacex/?key=abc` ->
+    `https://proxy.example/spacex/v4/crew/query?key=abc`)."""
     try:
         base = httpx.URL(base_url)
     except (httpx.InvalidURL, TypeError):
         return f"{base_url.rstrip('/')}/v4/crew/query"
-    return str(base.copy_with(path=base.path.rstrip("/") + "/v4/crew/query"))
+    path, _, query = base.raw_path.partition(b"?")
+    raw_path = path.rstrip(b"/") + b"/v4/crew/query" + (b"?" + query if query else b"")
+    return str(base.copy_with(raw_path=raw_path))
 
 
 def redacted(url: str) -> str:
-    """`url` fit to show: a password in it and every query-string value become `***`."""
+    """`url` fit to show: its user information (a token may stand there without a password) and
+    every query-string key's value become `***`, and a bare query item (`?s3cret`) too."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
         return "<unparseable URL>"
-    if parsed.password:
-        parsed = parsed.copy_with(username=parsed.username, password="***")
+    if parsed.userinfo:
+        parsed = parsed.copy_with(username="***", password=None)
     if parsed.query:
-        query = "&".join(f"{key}=***" for key in parsed.params)
+        items = parsed.query.decode("ascii", "replace").split("&")
+        query = "&".join(f"{key}=***" if sep else "***" for key, sep, _ in map(split_item, items))
         parsed = parsed.copy_with(query=query.encode())
     return str(parsed)
+
+
+def split_item(item: str) -> tuple[str, str, str]:
+    return item.partition("=")
 
 
 def plain(text: str) -> str:
@@ -129,7 +149,10 @@ def fetch_page(
     The error raised carries no traceback of its cause: the cause's text may hold the URL (and a
     secret in it); the message already names the page and the cause.
     """
-    attempts = PageAttempts(policy.page_deadline, policy.backoff_initial, policy.backoff_max)
+    socket_deadline = client.socket_deadline if isinstance(client, UpstreamClient) else None
+    attempts = PageAttempts(
+        policy.page_deadline, policy.backoff_initial, policy.backoff_max, socket_deadline
+    )
     retrying = stamina.retry_context(
         on=functools.partial(retry_wait, attempts), attempts=policy.retries + 1, timeout=None
     )
@@ -243,7 +266,7 @@ def read_error_text(response: httpx.Response) -> str:
 def read_envelope(body: bytearray, limit: int) -> dict[str, Any]:
     """Parse the page, refusing one with more JSON values than `limit` records could need, or
     more `docs` than the `limit` asked for (the upstream broke the contract)."""
-    check_value_count(body, limit * MAX_VALUES_PER_RECORD)
+    check_value_count(body, max(limit * MAX_VALUES_PER_RECORD, MIN_VALUES_PER_PAGE))
     try:
         envelope = json.loads(body, parse_int=parse_int)
     except ValueError as exc:
@@ -279,20 +302,24 @@ def check_value_count(body: bytearray, max_values: int) -> None:
     if values > max_values:
         raise BadEnvelope(
             f"more than {max_values} JSON values in one page "
-            f"({MAX_VALUES_PER_RECORD} per record asked for)"
+            f"({MAX_VALUES_PER_RECORD} per record asked for, {MIN_VALUES_PER_PAGE} at least)"
         )
 
 
 def describe(exc: Exception, policy: FetchPolicy, attempts: PageAttempts) -> str:
+    """The cause in one line; when time ran out before another attempt, why, after it."""
+    cause = describe_cause(exc, policy, attempts)
+    return cause if attempts.gave_up is None else f"{cause}: {attempts.gave_up}"
+
+
+def describe_cause(exc: Exception, policy: FetchPolicy, attempts: PageAttempts) -> str:
     tries = f"after {attempts.made} attempt{'s' if attempts.made != 1 else ''}"
-    if attempts.gave_up is not None:
-        if isinstance(exc, UpstreamStatus):
-            return f"HTTP {exc.status_code} {tries}: {attempts.gave_up}"
-        return attempts.gave_up
     if isinstance(exc, UpstreamStatus):
         if exc.status_code in RETRYABLE_STATUS:
             return f"HTTP {exc.status_code} {tries}{exc.detail}"
         return str(exc)
+    if isinstance(exc, httpx.InvalidURL):  # its text quotes the URL's parts, secrets included
+        return "SPACEX_API_URL is not a valid URL (not shown: it may hold a secret)"
     if isinstance(exc, httpx.TimeoutException):
         return f"timeout {tries} ({type(exc).__name__})"
     if isinstance(exc, httpx.TransportError):

@@ -16,9 +16,15 @@ reason that names it:
   page's count less the members it listed, and the last page lists all that its count says.
   A count that moved means members were skipped, or the listing changed while it was read:
   either way the run cannot prove which members are gone, and the next run reads it again.
+  A page without a count proves nothing, and fails the run the same way.
+
+The real server caches each answer for five minutes under its URL and body, so a run could mix
+pages cached before a write with pages read after it. Every walk's requests carry a token of
+their own (`options.walk`, which the paginator ignores) so that none is answered from the cache.
 """
 
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +34,10 @@ import httpx
 from app.ingest.extract import ExtractError, FetchPolicy, crew_query_url, fetch_page, plain
 
 UPSTREAM_ID = re.compile(r"[0-9a-fA-F]{24}")
+
+
+class ListingInconsistent(ExtractError):
+    """The pages do not add up to a complete listing: nothing may be soft-deleted from them."""
 
 
 @dataclass(frozen=True)
@@ -50,20 +60,22 @@ class Walk:
         return f"after id {self.last_id}" if self.last_id else "in all"
 
 
-def keyset_query(last_id: str | None, limit: int) -> dict[str, Any]:
+def keyset_query(last_id: str | None, limit: int, walk_token: str) -> dict[str, Any]:
     """The request body for the members after `last_id`, in id order."""
     query = {"_id": {"$gt": last_id}} if last_id else {}
-    return {"query": query, "options": {"sort": {"_id": 1}, "limit": limit}}
+    return {"query": query, "options": {"sort": {"_id": 1}, "limit": limit, "walk": walk_token}}
 
 
-def iter_pages(client: httpx.Client, base_url: str, policy: FetchPolicy) -> Iterator[Page]:
+def iter_pages(
+    client: httpx.Client, base_url: str, policy: FetchPolicy, walk_token: str | None = None
+) -> Iterator[Page]:
     """Each page of the listing, checked; raises ExtractError on the first inconsistency."""
     url = crew_query_url(base_url)
     walk = Walk()
+    token = walk_token or secrets.token_hex(8)
     for number in range(1, policy.max_pages + 1):
-        envelope = fetch_page(
-            client, url, number, keyset_query(walk.last_id, policy.page_size), policy
-        )
+        body = keyset_query(walk.last_id, policy.page_size, token)
+        envelope = fetch_page(client, url, number, body, policy)
         docs = envelope["docs"]
         more = has_next_page(number, envelope, docs)
         ids = upstream_ids(docs)
@@ -104,11 +116,11 @@ def upstream_ids(docs: list[Any]) -> list[str]:
 def check_ids(number: int, walk: Walk, ids: list[str], more: bool) -> None:
     if walk.last_id is not None and ids and min(ids) <= walk.last_id:
         if max(ids) <= walk.last_id:
-            raise ExtractError(
+            raise ListingInconsistent(
                 f"page {number} repeats members already listed (id {ids[0]}, not after "
                 f"{walk.last_id}): the upstream ignored the id filter; listing not consistent"
             )
-        raise ExtractError(
+        raise ListingInconsistent(
             f"page {number} goes backwards (id {min(ids)} after {walk.last_id}); "
             "listing not consistent"
         )
@@ -120,7 +132,7 @@ def check_ids(number: int, walk: Walk, ids: list[str], more: bool) -> None:
         )
     for before, after in zip(ids, ids[1:], strict=False):
         if after < before:
-            raise ExtractError(
+            raise ListingInconsistent(
                 f"page {number}: ids out of order ({before} before {after}) although sorted by "
                 "id was asked; the upstream ignored the sort, so its pages cannot be walked safely"
             )
@@ -129,22 +141,27 @@ def check_ids(number: int, walk: Walk, ids: list[str], more: bool) -> None:
 def count_after(envelope: dict[str, Any]) -> int | None:
     """`totalDocs`: how many members match the page's query, those after the last id seen."""
     total = envelope.get("totalDocs")
+    if isinstance(total, float) and total.is_integer():
+        return int(total)
     return total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def check_count(number: int, walk: Walk, total: int | None, listed: int, more: bool) -> None:
-    """The counts must add up from page to page; a page without a count is taken on trust."""
-    if total is None:
-        walk.remaining = None
-        return
+    """The counts must add up from page to page."""
+    if total is None or total < 0:
+        raise ListingInconsistent(
+            f"listing not provably complete: page {number} sent no count of the members "
+            f"{walk.position} (totalDocs), so skipped members could not be noticed; "
+            "nothing deleted"
+        )
     if walk.remaining is not None and total != walk.remaining:
-        raise ExtractError(
+        raise ListingInconsistent(
             f"listing incomplete: page {number} counts {total} members {walk.position}, "
             f"{walk.remaining} expected from page {number - 1} (members were skipped, or the "
             "listing changed while it was read); nothing deleted, the next run reads it again"
         )
     if not more and total != listed:
-        raise ExtractError(
+        raise ListingInconsistent(
             f"listing incomplete: page {number} is the last, with {listed} members, but the "
             f"upstream counts {total} {walk.position}; nothing deleted, the next run reads it again"
         )

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from app import metrics
 from app.config import settings
 from app.db import background_engine
-from app.ingest import extract, load, registry, runs, validate
+from app.ingest import extract, listing, load, registry, runs, validate
 from app.ingest.pipeline import ProgressCallback, RunCounts, RunStopped, run_pipeline
 from app.ingest.watchdog import watchdog
 from app.models import ACTIVE_RUN_STATUSES, IngestRun, RunStatus, RunTrigger
@@ -41,7 +41,15 @@ UPSTREAM_HINT = (
 )
 
 
+LISTING_HINT = (
+    "the upstream changed while it was read, or did not page as asked; nothing was deleted, "
+    "and the next run reads it again"
+)
+
+
 def hint_for(exc: Exception) -> str | None:
+    if isinstance(exc, listing.ListingInconsistent):
+        return LISTING_HINT
     return UPSTREAM_HINT if isinstance(exc, extract.ExtractError) else None
 
 
