@@ -221,7 +221,20 @@ def retry_backoff(exc: Exception, backoff_max: float) -> bool | float:
             return False
         seconds = retry_after_seconds(exc.retry_after)
         return True if seconds is None else min(seconds, backoff_max)
-    return isinstance(exc, httpx.TransportError)
+    return isinstance(exc, httpx.TransportError) and not is_unknown_host(exc)
+
+
+def is_unknown_host(exc: Exception) -> bool:
+    """The resolver answered that the name does not exist: asking again soon changes nothing
+    (a resolver that cannot answer now says "Temporary failure", which is retried)."""
+    text = str(exc)
+    return isinstance(exc, httpx.ConnectError) and any(
+        marker in text for marker in UNKNOWN_HOST_MESSAGES
+    )
+
+
+# getaddrinfo's EAI_NONAME as glibc and macOS word it
+UNKNOWN_HOST_MESSAGES = ("Name or service not known", "nodename nor servname provided")
 
 
 def retry_after_seconds(value: str) -> float | None:
@@ -245,6 +258,8 @@ def describe(exc: Exception, policy: FetchPolicy) -> str:
         if exc.status_code in RETRYABLE_STATUS:
             return f"HTTP {exc.status_code} after {attempts} attempts"
         return str(exc)
+    if is_unknown_host(exc):
+        return f"unknown host, not retried ({plain(str(exc))})"
     if isinstance(exc, httpx.TimeoutException):
         return f"timeout after {attempts} attempts ({type(exc).__name__})"
     if isinstance(exc, httpx.TransportError):
