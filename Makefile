@@ -43,8 +43,8 @@ test: dev  ## the whole suite against a real PostgreSQL, in parallel; prints its
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
 lint: dev
-	$(RUN) ruff check app tests alembic bench demo
-	$(RUN) ruff format --check app tests alembic bench demo
+	$(RUN) ruff check app tests alembic bench demo docs
+	$(RUN) ruff format --check app tests alembic bench demo docs
 	$(RUN) mypy
 
 bench: dev  ## N records (default 200000) through the real ingest path, plus read load
