@@ -29,6 +29,8 @@ DATABASE_CAUSES = (
      "start PostgreSQL, or fix the host and port in DATABASE_URL"),
     (r"timeout expired|timed out", "no answer in time",
      "check the host and port in DATABASE_URL, and the network"),
+    (r"too many clients already|remaining connection slots are reserved",
+     "no free connection slot", "wait, or raise the server's max_connections"),
     (r"the database system is (starting up|shutting down|in recovery mode)",
      "the server is starting or stopping", "wait for it, then try again"),
 )  # fmt: skip

@@ -47,7 +47,8 @@ class Server:
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_until(self.ready)
+            # a start takes seconds, but half a minute on a 2-core machine loaded by parallel tests
+            wait_until(self.ready, timeout=90)
         except BaseException:  # never leave a server running behind a failed start
             self.stop()
             raise
