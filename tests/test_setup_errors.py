@@ -18,6 +18,7 @@ from app.db import database_url
 from tests.conftest import wait_until
 from tests.fake_upstream import free_port
 from tests.pg_harness import OwnPostgres
+from tests.test_logs import empty_database_fixture  # noqa: F401  (the fixture)
 
 PROJECT = Path(__file__).resolve().parent.parent
 CREW_ETL = [sys.executable, "-m", "app.cli"]
@@ -161,13 +162,9 @@ def test_an_unknown_upstream_host_is_one_line_and_exit_1() -> None:
     assert summary.startswith("Ingest run 1: failed: page 1: unknown host, not retried")
 
 
-def test_an_unexpected_error_keeps_its_traceback() -> None:
-    # an empty database without migrations: not a database that is away, so not translated
-    own = OwnPostgres()
-    try:
-        result = run([*CREW_ETL, "runs"], DATABASE_URL=own.url())
-    finally:
-        own.destroy()
+def test_an_unexpected_error_keeps_its_traceback(empty_database: str) -> None:
+    # a database without migrations: not one that is away, so not translated
+    result = run([*CREW_ETL, "runs"], DATABASE_URL=empty_database)
 
     assert result.returncode == 1
     assert "Traceback" in result.stderr and 'relation "ingest_runs" does not exist' in result.stderr
