@@ -7,55 +7,79 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 export UV_PYTHON_DOWNLOADS := never
-RUN := $(UV) run --frozen
+# --no-sync: the targets below install what they need first; a plain `uv run` would install the
+# default groups (the dev tools) again.
+RUN := $(UV) run --frozen --no-sync
+# --inexact: a checkout that has the dev tools keeps them when it runs the service
+SYNC := $(UV) sync --frozen --inexact --quiet
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Parallel test workers (pytest-xdist); 0 runs the suite in one process.
+WORKERS ?= auto
 
-.PHONY: install run test lint bench migrate ingest runs psql reset demo compose-smoke clean
+.PHONY: install runtime dev docs docs-build run test lint bench migrate ingest runs psql reset demo \
+	compose-smoke clean
 
 $(UV):
-	$(PYTHON) -m venv .tools
-	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+	@$(PYTHON) -m venv .tools
+	@.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-install: $(UV)
+install: $(UV)  ## everything: the service, the embedded PostgreSQL, the dev tools
 	$(UV) sync --frozen
 
-run: install  ## migrate, then serve on http://$(HOST):$(PORT) (embedded Postgres without DATABASE_URL)
-	$(RUN) crew-etl migrate
-	$(RUN) crew-etl serve --host $(HOST) --port $(PORT)
+# What serving needs (the embedded PostgreSQL included), nothing of the dev tools.
+runtime: $(UV)
+	@$(SYNC) --no-default-groups --group embedded
 
-test: install  ## the whole suite against a real PostgreSQL
-	$(RUN) pytest $(PYTEST_ARGS)
+dev: $(UV)
+	@$(SYNC) --group dev --group embedded
 
-lint: install
-	$(RUN) ruff check app tests alembic bench demo
-	$(RUN) ruff format --check app tests alembic bench demo
+run: runtime  ## serve on http://$(HOST):$(PORT), migrating first (embedded Postgres without DATABASE_URL)
+	@$(RUN) crew-etl serve --host $(HOST) --port $(PORT)
+
+test: dev  ## the whole suite against a real PostgreSQL, in parallel; prints its wall time
+	@start=$$(date +%s); status=0; \
+	$(RUN) pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS)) $(PYTEST_ARGS) || status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
+
+lint: dev
+	$(RUN) ruff check app tests alembic bench demo docs
+	$(RUN) ruff format --check app tests alembic bench demo docs
 	$(RUN) mypy
 
-bench: install  ## N records (default 200000) through the real ingest path, plus read load
+bench: dev  ## N records (default 200000) through the real ingest path, plus read load
 	$(RUN) python -m bench.run --records $(or $(N),200000)
 
-migrate: install  ## alembic upgrade head on the configured database
-	$(RUN) crew-etl migrate
+# The commands below print their own errors in one line: `@` keeps make from echoing them.
+migrate: runtime  ## alembic upgrade head on the configured database
+	@$(RUN) crew-etl migrate
 
-ingest: install  ## one ingest run now from SPACEX_API_URL, with progress and a summary
-	$(RUN) crew-etl ingest
+ingest: runtime  ## one ingest run now from SPACEX_API_URL, with progress and a summary
+	@$(RUN) crew-etl ingest
 
-runs: install  ## the most recent ingest runs
-	$(RUN) crew-etl runs
+runs: runtime  ## the most recent ingest runs
+	@$(RUN) crew-etl runs
 
-psql: install  ## psql on the configured database (embedded included); SQL="..." runs one statement
-	$(RUN) crew-etl psql $(if $(SQL),--command "$$SQL")
+psql: runtime  ## psql on the configured database (embedded included); SQL="..." runs one statement
+	@$(RUN) crew-etl psql $(if $(SQL),--command "$$SQL")
 
-reset: install  ## delete the embedded database (asks first); the next start begins empty
-	$(RUN) crew-etl reset
+reset: runtime  ## delete the embedded database (asks first); the next start begins empty
+	@$(RUN) crew-etl reset
 
-demo: install  ## offline: stand-in upstream with the recorded snapshot, the service, one ingest
-	$(RUN) python -m demo --host $(HOST) --port $(PORT) $(DEMO_ARGS)
+demo: runtime  ## offline: stand-in upstream with the recorded snapshot, the service, one ingest
+	@$(RUN) python -m demo --host $(HOST) --port $(PORT) $(DEMO_ARGS)
+
+docs: $(UV)  ## the documentation site on http://127.0.0.1:8001 (mkdocs serve)
+	@$(SYNC) --group docs
+	$(RUN) mkdocs serve --dev-addr 127.0.0.1:$(or $(DOCS_PORT),8001)
+
+docs-build: $(UV)  ## the site into site/, failing on any warning (a broken link, a page left out)
+	@$(SYNC) --group docs
+	$(RUN) mkdocs build --strict
 
 # Needs a Docker engine (DOCKER_HOST); skipped with the reason when none answers. No conftest:
 # these tests talk to containers only, so no PostgreSQL is started on the host.
-compose-smoke: install  ## build the image, run docker-compose.yml and walk a user's journey
+compose-smoke: dev  ## build the image, run docker-compose.yml and walk a user's journey
 	$(RUN) pytest --noconftest -m container tests/container $(PYTEST_ARGS)
 
 clean:

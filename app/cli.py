@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from app import cli_notify, metrics
 from app.config import settings
+from app.embedded_postgres import EmbeddedPostgresMissing
 from app.logs import configure_logging
 from app.models import IngestRun, IngestRunPublic
 
@@ -39,6 +40,9 @@ def serve(
     """Serve the HTTP API (migrates on start when MIGRATE_ON_START is true)."""
     import uvicorn
 
+    from app.problems import check_port
+
+    check_port(host, port, "make run PORT={port} (crew-etl serve --port {port})")
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     # uvicorn re-raises SIGTERM once it has shut down; exiting through Python instead runs the
     # atexit hook that stops the embedded PostgreSQL with the service
@@ -74,7 +78,7 @@ def ingest(
     from app.ingest import service
     from app.models import RunTrigger
 
-    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    configure_logging(quiet_unless_asked(), settings.LOG_FORMAT)
     metrics.install_retry_hooks()
     if settings.MIGRATE_ON_START:
         upgrade()
@@ -102,6 +106,12 @@ def ingest(
         raise typer.Exit(128 + received[0])
     if finished.status != "succeeded":
         raise typer.Exit(1)
+
+
+def quiet_unless_asked() -> str:
+    """WARNING unless LOG_LEVEL is set: a command's summary says what its INFO lines would, and
+    a failure stays one line (`run failed` with its hint) above it."""
+    return settings.LOG_LEVEL if "LOG_LEVEL" in settings.model_fields_set else "WARNING"
 
 
 def in_a_worker(job: Callable[[], IngestRun | None]) -> IngestRun | None:
@@ -254,8 +264,10 @@ def psql(
     for as long as psql runs)."""
     from sqlalchemy import make_url
 
-    from app.db import database_url
+    from app.db import database_url, probe_engine
 
+    with probe_engine().connect():  # a database that is away is one line of ours, as elsewhere
+        pass
     url = make_url(database_url()).set(drivername="postgresql")
     # The password goes by environment: a command line is visible to every user (`ps`).
     environment = os.environ | ({"PGPASSWORD": url.password} if url.password else {})
@@ -294,11 +306,32 @@ def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask first")] =
     if not data_dir.exists():
         console.print(f"nothing to delete: {data_dir} does not exist")
         return
-    if not yes:
-        typer.confirm(f"Delete {data_dir} and everything in it?", abort=True)
+    if not yes and not typer.confirm(f"Delete {data_dir} and everything in it?"):
+        console.print("nothing deleted")
+        return
     shutil.rmtree(data_dir)
     console.print(f"deleted {data_dir}")
 
 
+def main() -> None:
+    """The `crew-etl` command: expected failures end in one line and exit 1 or 2 (see
+    app/problems.py); anything else keeps its traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from app import problems
+
+    try:
+        cli()
+    except problems.Problem as problem:
+        problems.exit_with(problem)
+    except EmbeddedPostgresMissing as missing:
+        problems.exit_with(problems.Problem(str(missing), code=2))
+    except DBAPIError as error:
+        found = problems.database_problem(error, settings.DATABASE_URL)
+        if found is None:
+            raise
+        problems.exit_with(found)
+
+
 if __name__ == "__main__":
-    cli()
+    main()

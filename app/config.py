@@ -1,8 +1,9 @@
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,40 +44,162 @@ class Settings(BaseSettings):
 
     # None starts the embedded PostgreSQL under EMBEDDED_PG_DIR.
     DATABASE_URL: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "SQLALCHEMY_URL")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "SQLALCHEMY_URL"),
+        description=(
+            "SQLAlchemy/PostgreSQL URL; `postgres://` and `postgresql://` are accepted and use "
+            "psycopg2. Unset: the embedded PostgreSQL in `EMBEDDED_PG_DIR`. `SQLALCHEMY_URL` is an "
+            "alias (`DATABASE_URL` wins)"
+        ),
     )
-    EMBEDDED_PG_DIR: Path = PROJECT_ROOT / ".data" / "postgres"
-    MIGRATE_ON_START: bool = True
+    EMBEDDED_PG_DIR: Path = Field(
+        default=PROJECT_ROOT / ".data" / "postgres",
+        description="Data directory of the embedded PostgreSQL (`make reset` deletes it)",
+    )
+    MIGRATE_ON_START: bool = Field(
+        default=True,
+        description=(
+            "Run `alembic upgrade head` when the service starts (and before `crew-etl ingest`)"
+        ),
+    )
 
-    SPACEX_API_URL: str = "https://api.spacexdata.com"
-    INGEST_PAGE_SIZE: int = Field(default=100, ge=1, le=10_000)
-    INGEST_MAX_PAGES: int = Field(default=10_000, ge=1)
-    INGEST_MAX_RESPONSE_BYTES: int = Field(default=10_000_000, ge=1)
-    INGEST_MAX_DELETE_FRACTION: float = Field(default=0.5, ge=0, le=1)
-    INGEST_MAX_REJECTS_PER_RUN: int = Field(default=1000, ge=0)
-    INGEST_MAX_REJECT_FRACTION: float = Field(default=0.5, ge=0, le=1)
-    INGEST_INTERVAL_SECONDS: float = Field(default=0, ge=0)
-    INGEST_API_TOKEN: str | None = None
+    SPACEX_API_URL: str = Field(
+        default="https://api.spacexdata.com",
+        description="Upstream base URL (only ever taken from configuration)",
+    )
+    INGEST_PAGE_SIZE: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Records asked for per page",
+    )
+    INGEST_MAX_PAGES: int = Field(
+        default=10_000,
+        ge=1,
+        description="Page cap of one run",
+    )
+    INGEST_MAX_RESPONSE_BYTES: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="Size cap of one page's body after decoding, enforced while streaming",
+    )
+    INGEST_MAX_DELETE_FRACTION: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "A run may not soft-delete more than this share of the active crew unless "
+            "`allow_mass_delete=true` (compared exactly: `0.29` of 100 allows 29)"
+        ),
+    )
+    INGEST_MAX_REJECTS_PER_RUN: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Rejects stored per run; the rest are counted in `records_rejected` and "
+            "`rejects_not_stored`"
+        ),
+    )
+    INGEST_MAX_REJECT_FRACTION: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "A run that rejects more than this share of the records fetched fails and loads nothing"
+        ),
+    )
+    INGEST_INTERVAL_SECONDS: float = Field(
+        default=0,
+        ge=0,
+        description="Scheduled ingest interval; `0` turns the schedule off",
+    )
+    INGEST_API_TOKEN: str | None = Field(
+        default=None, description="When set, write endpoints need `Authorization: Bearer <token>`"
+    )
     # The status page warns when no run succeeded for this long; None: twice the interval, or a
     # day without a schedule (see stale_after_seconds).
-    STATUS_STALE_AFTER_SECONDS: float | None = Field(default=None, gt=0)
+    STATUS_STALE_AFTER_SECONDS: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "The status page warns when no run succeeded for this long. Unset: twice the interval, "
+            "or a day without a schedule"
+        ),
+    )
 
-    HTTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
-    HTTP_RETRIES: int = Field(default=4, ge=0)
-    HTTP_BACKOFF_INITIAL_SECONDS: float = Field(default=0.5, ge=0)
-    HTTP_BACKOFF_MAX_SECONDS: float = Field(default=30, ge=0)
-    HTTP_PAGE_DEADLINE_SECONDS: float = Field(default=120, gt=0, allow_inf_nan=False)
+    HTTP_TIMEOUT_SECONDS: float = Field(
+        default=10,
+        gt=0,
+        description="Connect/read/write timeout of each upstream request",
+    )
+    HTTP_RETRIES: int = Field(
+        default=4,
+        ge=0,
+        description=(
+            "Retries after the first attempt (connect errors, timeouts, 429, 5xx; not an unknown "
+            "host)"
+        ),
+    )
+    HTTP_BACKOFF_INITIAL_SECONDS: float = Field(
+        default=0.5,
+        ge=0,
+        description="First backoff wait; doubles each retry, with jitter",
+    )
+    HTTP_BACKOFF_MAX_SECONDS: float = Field(
+        default=30,
+        ge=0,
+        description="Cap of one backoff wait, `Retry-After` included",
+    )
+    HTTP_PAGE_DEADLINE_SECONDS: float = Field(
+        default=120,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "One page must arrive within this: connect, headers, body, every attempt and the "
+            "waits between them; the connection is cut when it passes"
+        ),
+    )
 
     # A run whose process has not proved it is alive for this long is ended `failed` by any
     # process that looks; its heartbeat comes every sixth of it (at most every 5 s).
-    INGEST_STALE_AFTER_SECONDS: float = Field(default=60, ge=1)
-    INGEST_RUN_TIMEOUT_SECONDS: float = Field(default=3600, gt=0)
+    INGEST_STALE_AFTER_SECONDS: float = Field(
+        default=60,
+        ge=1,
+        description=(
+            "A queued or running run whose process has shown no sign of life for this long is ended"
+            " `failed` (`abandoned: no heartbeat since ...`) by any process; heartbeats come every "
+            "sixth of it, at most every 5 s"
+        ),
+    )
+    INGEST_RUN_TIMEOUT_SECONDS: float = Field(
+        default=3600,
+        gt=0,
+        description=(
+            "A run still going after this fails (`timed out: the run passed "
+            "INGEST_RUN_TIMEOUT_SECONDS ...`)"
+        ),
+    )
 
     # API reads: how long to wait for a connection, for a free one in the pool, for a statement;
     # past any of them a read answers 503 with Retry-After instead of hanging.
-    DB_CONNECT_TIMEOUT_SECONDS: int = Field(default=5, ge=1)
-    DB_POOL_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
-    DB_STATEMENT_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+    DB_CONNECT_TIMEOUT_SECONDS: int = Field(
+        default=5,
+        ge=1,
+        description="How long opening a database connection may take",
+    )
+    DB_POOL_TIMEOUT_SECONDS: float = Field(
+        default=5,
+        gt=0,
+        description="How long a request waits for a free pooled connection",
+    )
+    DB_STATEMENT_TIMEOUT_SECONDS: float = Field(
+        default=10,
+        gt=0,
+        description=(
+            "`statement_timeout` of API requests' statements (runs and migrations have none); past "
+            "any of these three a request answers `503` with `Retry-After`"
+        ),
+    )
 
     # Webhooks (docs/how-to/webhooks.md): where run outcomes are sent, signed by the Standard
     # Webhooks specification.
@@ -113,11 +236,23 @@ class Settings(BaseSettings):
         description="The service's address as receivers reach it, for the links in events; "
         "unset: links are paths",
     )
-    # Open `GET /ingest/{id}/events` streams a process serves at once; beyond, 503 + Retry-After.
-    EVENTS_MAX_STREAMS: int = Field(default=100, ge=1)
+    EVENTS_MAX_STREAMS: int = Field(
+        default=100,
+        ge=1,
+        description="Open `GET /ingest/{id}/events` streams one process serves; beyond, 503",
+    )
 
-    LOG_LEVEL: str = "INFO"
-    LOG_FORMAT: Literal["json", "console"] = "console"
+    LOG_LEVEL: str = Field(
+        default="INFO",
+        description=(
+            "Log level. `crew-etl ingest` shows WARNING and above unless it is set (its summary "
+            "says the rest)"
+        ),
+    )
+    LOG_FORMAT: Literal["json", "console"] = Field(
+        default="console",
+        description="`json` for JSON lines (the Docker image sets it), `console` for people",
+    )
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -211,4 +346,28 @@ class Settings(BaseSettings):
         return 2 * self.INGEST_INTERVAL_SECONDS if self.INGEST_INTERVAL_SECONDS > 0 else 86_400
 
 
-settings = Settings()
+# Values never shown in an error: they may be or contain a secret.
+SECRET_SETTINGS = {"DATABASE_URL", "SQLALCHEMY_URL", "INGEST_API_TOKEN"}
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """Every invalid setting in one line: its name, the value given (secrets masked), why."""
+    parts = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else "settings"
+        given = "***" if name in SECRET_SETTINGS else repr(problem.get("input"))
+        parts.append(f"{name}={given}: {problem['msg'][0].lower()}{problem['msg'][1:]}")
+    return f"invalid settings: {'; '.join(parts)} (fix them in the environment or .env)"
+
+
+def load_settings() -> Settings:
+    """The settings, or exit 2 with one line naming each invalid value (no traceback: this is
+    the operator's to fix, not a bug)."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        sys.stderr.write(describe_invalid(error) + "\n")
+        raise SystemExit(2) from None
+
+
+settings = load_settings()

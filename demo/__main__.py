@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 
 from app.embedded_postgres import start_embedded_postgres
+from app.problems import Problem, check_port, exit_with
 from tests.fake_upstream import FakeUpstream
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -45,9 +47,31 @@ def start_service(
         "INGEST_API_TOKEN": "",
         "INGEST_INTERVAL_SECONDS": "0",
         "INGEST_PAGE_SIZE": "5",
+        "LOG_FORMAT": "console",  # ServiceLog counts its access lines
     }
     command = [sys.executable, "-m", "app.cli", "serve", "--host", host, "--port", str(port)]
-    return subprocess.Popen(command, cwd=PROJECT, env=env)
+    return subprocess.Popen(command, cwd=PROJECT, env=env, stderr=subprocess.PIPE)
+
+
+class ServiceLog:
+    """Passes the service's log lines on as they come, and counts the requests logged: the
+    result block waits for the lines of the requests before it, so none is printed after it."""
+
+    def __init__(self, service: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        assert service.stderr is not None
+        self._stream = service.stderr
+        threading.Thread(target=self._forward, name="service-log", daemon=True).start()
+
+    def _forward(self) -> None:
+        for raw in self._stream:
+            line = raw.decode(errors="replace")
+            self.lines.append(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def requests_logged(self, path: str) -> int:
+        return sum(f"path={path} " in line for line in list(self.lines))
 
 
 def ready(service: subprocess.Popen[bytes], base: str) -> bool:
@@ -59,14 +83,20 @@ def ready(service: subprocess.Popen[bytes], base: str) -> bool:
         return False
 
 
-def ingest_once(base: str) -> dict[str, Any]:
+def ingest_once(base: str, service_log: ServiceLog) -> dict[str, Any]:
     run = httpx.post(f"{base}/ingest", timeout=10).raise_for_status().json()
+    polls = 0
 
     def finished() -> dict[str, Any] | None:
+        nonlocal polls
+        polls += 1
         current = httpx.get(f"{base}/ingest/{run['id']}", timeout=10).json()
         return dict(current) if current["status"] in FINISHED else None
 
-    return dict(wait_for(finished, 120, f"ingest run {run['id']}"))
+    result = dict(wait_for(finished, 120, f"ingest run {run['id']}"))
+    path = f"/ingest/{run['id']}"
+    wait_for(lambda: service_log.requests_logged(path) >= polls, 10, "the service's log lines")
+    return result
 
 
 def report(base: str, run: dict[str, Any], database: str) -> str:
@@ -78,6 +108,7 @@ def report(base: str, run: dict[str, Any], database: str) -> str:
 Ingest run {run["id"]}: {run["status"]} ({counts}){": " + run["error"] if run["error"] else ""}
 
 Open:
+  {base}/                      the status page: is the data fresh, how did the runs go
   {base}/docs                  the API, try it out
   {base}/redoc
   {base}/crew?limit=5&sort=name
@@ -97,16 +128,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=PROJECT / ".data" / "demo-postgres")
     parser.add_argument("--exit", action="store_true", help="stop after the ingest (for tests)")
     args = parser.parse_args()
+    try:  # before anything starts: the service would fail on it after the database started
+        check_port(args.host, args.port, "make demo PORT={port}")
+    except Problem as problem:
+        exit_with(problem)
 
     upstream = FakeUpstream(json.loads(SNAPSHOT.read_text())).start()
     print(f"stand-in upstream with the recorded snapshot: {upstream.url}", flush=True)
     # its own embedded database, whatever DATABASE_URL says: a run soft-deletes what it lacks
     database = start_embedded_postgres(args.data).replace("+psycopg2", "")
     service = start_service(upstream.url, args.host, args.port, database)
+    service_log = ServiceLog(service)
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     try:
         wait_for(lambda: ready(service, base), 120, "service start")
-        print(report(base, ingest_once(base), database), flush=True)
+        print(report(base, ingest_once(base, service_log), database), flush=True)
         if not args.exit:
             service.wait()
     except KeyboardInterrupt:  # the terminal sent SIGINT to the service too

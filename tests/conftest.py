@@ -1,33 +1,114 @@
 """Tests run against a real PostgreSQL: TEST_DATABASE_URL when set, else a fresh embedded one.
 
-The environment is set before `app` is imported, because settings are read once at import.
+In parallel (`make test` runs pytest-xdist workers), the first process migrates a template
+database once and each worker gets a database of its own, copied from it (CREATE DATABASE ...
+TEMPLATE: a file copy, no migrations per worker). The environment is set before `app` is
+imported, because settings are read once at import.
 """
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
+from sqlalchemy import make_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
+PROJECT = Path(__file__).resolve().parent.parent
+# Set by the first process for the workers it starts: the server, and this run's name prefix.
+SERVER_VARIABLE, RUN_VARIABLE = "CREW_ETL_TEST_SERVER_URL", "CREW_ETL_TEST_RUN"
 
 
-def _test_database_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL")
+def _server_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get(SERVER_VARIABLE)
     if url:
         return url
     from app.embedded_postgres import start_embedded_postgres
 
     data_dir = Path(tempfile.mkdtemp(prefix="crew-etl-test-pg-"))
-    return start_embedded_postgres(data_dir, cleanup_mode="delete")
+    url = start_embedded_postgres(data_dir, cleanup_mode="delete")
+    os.environ[SERVER_VARIABLE] = url  # the workers use this server, started once
+    return url
+
+
+def _on_server(url: str, *statements: str) -> list[Any]:
+    """Statements in autocommit on the server's maintenance database (CREATE/DROP DATABASE);
+    the rows of the last one that returns any."""
+    parsed = make_url(url).set(drivername="postgresql", database="postgres")
+    connection = psycopg2.connect(parsed.render_as_string(hide_password=False))
+    connection.autocommit = True
+    rows: list[Any] = []
+    try:
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+                rows = cursor.fetchall() if cursor.description else rows
+    finally:
+        connection.close()
+    return rows
+
+
+def _database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _template_name() -> str:
+    return f"crew_etl_{os.environ[RUN_VARIABLE]}_template"
+
+
+def _worker_database_url(server: str, worker: str | None) -> str:
+    """A worker's own copy of the migrated template; without workers, the server's database."""
+    if worker is None:
+        return server
+    name = f"crew_etl_{os.environ[RUN_VARIABLE]}_{worker}"
+    _on_server(
+        server,
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        f'CREATE DATABASE "{name}" TEMPLATE "{_template_name()}"',
+    )
+    return _database(server, name)
+
+
+_SERVER = _server_url()
+os.environ.setdefault(RUN_VARIABLE, str(os.getpid()))
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With workers coming (xdist starts them after this hook): the template, migrated once."""
+    if _WORKER is not None or not session.config.pluginmanager.hasplugin("dsession"):
+        return
+    template = _template_name()
+    _on_server(_SERVER, f'DROP DATABASE IF EXISTS "{template}"', f'CREATE DATABASE "{template}"')
+    environment = {**os.environ, "DATABASE_URL": _database(_SERVER, template)}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=PROJECT,
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The workers' databases and the template go with the run (the controller ends last)."""
+    if _WORKER is not None or not session.config.pluginmanager.hasplugin("dsession"):
+        return
+    prefix = f"crew_etl_{os.environ[RUN_VARIABLE]}_"
+    query = f"SELECT datname FROM pg_database WHERE starts_with(datname, '{prefix}')"
+    names = [row[0] for row in _on_server(_SERVER, query)]
+    _on_server(_SERVER, *(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names))
 
 
 os.environ.update(
-    DATABASE_URL=_test_database_url(),
+    DATABASE_URL=_worker_database_url(_SERVER, _WORKER),
     SPACEX_API_URL="https://api.spacexdata.test",
     HTTP_TIMEOUT_SECONDS="2",
     HTTP_RETRIES="2",

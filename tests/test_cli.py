@@ -114,6 +114,7 @@ def test_ingest_on_a_terminal_shows_progress_then_the_summary(upstream: FakeUpst
         "SPACEX_API_URL": upstream.url,
         "INGEST_PAGE_SIZE": "5",
         "LOG_FORMAT": "console",
+        "LOG_LEVEL": "INFO",  # a command's INFO lines show only when asked for
         "COLUMNS": "120",
     }
 

@@ -6,12 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import structlog
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.pool import NullPool
 
 from app.db import database_url
 from app.logs import configure_logging
@@ -89,13 +92,27 @@ def test_json_server_start_is_json_from_the_first_line_with_access_lines(
     [[PYTHON, "-m", "app.cli", "migrate"], [PYTHON, "-m", "alembic", "upgrade", "head"]],
     ids=["crew-etl-migrate", "alembic"],
 )
-def test_json_migrate_prints_only_json(command: list[str]) -> None:
-    result = subprocess.run(
-        command, cwd=PROJECT, env=environment(LOG_FORMAT="json"), capture_output=True, text=True
-    )
+def test_json_migrate_prints_only_json(command: list[str], empty_database: str) -> None:
+    env = environment(LOG_FORMAT="json", DATABASE_URL=empty_database)
+    result = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout + result.stderr)
-    assert any(line["logger"] == "alembic.runtime.migration" for line in lines)
+    migration = [line["event"] for line in lines if line["logger"] == "alembic.runtime.migration"]
+    assert migration[0].startswith("Running upgrade  -> 0001")
+    # alembic's preamble (dialect, DDL mode) is for LOG_LEVEL=DEBUG
+    assert not any(event.startswith(("Context impl", "Will assume")) for event in migration)
+
+
+@pytest.fixture(name="empty_database")
+def empty_database_fixture() -> Iterator[str]:
+    """A database of its own on the test server, without tables: every migration runs."""
+    name = f"crew_etl_empty_{os.getpid()}"
+    admin = create_engine(database_url(), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield make_url(database_url()).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_failed_ingest_is_a_few_lines_naming_page_url_and_setting() -> None:

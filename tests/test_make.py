@@ -51,11 +51,13 @@ def test_make_psql_then_make_reset_on_the_embedded_database(tmp_path: Path) -> N
 
     psql = make("psql", SQL="SELECT 6 * 7 AS answer", **embedded)
     assert psql.returncode == 0, psql.stderr
+    assert psql.stderr == ""  # no XDG_RUNTIME_DIR warning, no echoed command
     assert "42" in psql.stdout.split()
     assert (data / "PG_VERSION").exists() and running_server_pid(data) is None
 
     refused = make("reset", stdin="n\n", **embedded)
-    assert refused.returncode != 0 and data.exists()
+    assert refused.returncode == 0 and data.exists()  # a no is an answer, not a failure
+    assert refused.stdout.strip().endswith("nothing deleted") and not refused.stderr
     reset = make("reset", stdin="y\n", **embedded)
     assert reset.returncode == 0, reset.stderr
     assert not data.exists()
@@ -102,16 +104,31 @@ def test_make_run_honours_host_and_port_and_stops_the_embedded_database(tmp_path
         output, _ = process.communicate(timeout=60)
     assert f"http://127.0.0.1:{port}/docs" in output
     assert str(data) in output  # where the data lives
+    assert output.count("Running upgrade 0011 -> 0012") == 1  # migrated once, by serve
+    assert "Context impl" not in output and "transactional DDL" not in output
     wait_until(lambda: running_server_pid(data) is None, timeout=30)
 
 
 def test_make_demo_ingests_the_recorded_snapshot_offline(tmp_path: Path) -> None:
     port = free_port()
-    demo = make("demo", f"PORT={port}", f"DEMO_ARGS=--exit --data {tmp_path / 'pg'}")
-
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert (
-        "Ingest run 1: succeeded (18 fetched, 18 inserted, 0 updated, 0 unchanged)" in demo.stdout
+    demo = subprocess.run(
+        ["make", "--no-print-directory", "demo", f"PORT={port}"]
+        + [f"DEMO_ARGS=--exit --data {tmp_path / 'pg'}"],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order a terminal shows it
+        text=True,
+        timeout=180,
     )
-    assert f"http://127.0.0.1:{port}/docs" in demo.stdout
+    output = demo.stdout
+
+    assert demo.returncode == 0, output
+    result = "Ingest run 1: succeeded (18 fetched, 18 inserted, 0 updated, 0 unchanged)"
+    assert result in output
+    assert f"http://127.0.0.1:{port}/docs" in output
+    assert f"http://127.0.0.1:{port}/   " in output  # the status page is listed too
+    # the run's log lines, its requests' included, all come before the result block
+    before, after = output.split(result)
+    assert "run finished" in before and "path=/ingest/1 " in before
+    assert "path=/ingest/1 " not in after and "run finished" not in after
     assert running_server_pid(tmp_path / "pg") is None

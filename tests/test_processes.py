@@ -47,7 +47,8 @@ class Server:
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_until(self.ready)
+            # a start takes seconds, but half a minute on a 2-core machine loaded by parallel tests
+            wait_until(self.ready, timeout=90)
         except BaseException:  # never leave a server running behind a failed start
             self.stop()
             raise
@@ -103,18 +104,20 @@ def start_slow_run(server: Server, upstream: FakeUpstream) -> int:
 def test_sigkill_mid_load_keeps_the_snapshot_and_the_orphan_is_ended_when_stale(
     servers: Callable[..., Server], upstream: FakeUpstream
 ) -> None:
-    first = servers()
+    # a stale window of 4 s (10 s elsewhere): heartbeats every 0.67 s keep the live run alive
+    stale = {"INGEST_STALE_AFTER_SECONDS": "4"}
+    first = servers(**stale)
     before = load_snapshot(first)
     run_id = start_slow_run(first, upstream)
 
-    replica = servers()  # a replica starting meanwhile must leave the live run alone
+    replica = servers(**stale)  # a replica starting meanwhile must leave the live run alone
     assert run_row(run_id).status == "running"
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(timeout=10)
 
     assert crew_checksum() == before
     assert run_row(run_id).status == "running"  # nobody has noticed yet
-    restarted = servers()
+    restarted = servers(**stale)
     wait_until(lambda: run_row(run_id).status != "running", timeout=60)  # once it is stale
     status, error, _ = run_row(run_id)
     assert status == "failed" and error.startswith("abandoned: no heartbeat since"), error

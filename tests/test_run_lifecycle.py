@@ -154,18 +154,19 @@ def test_a_run_blocked_on_a_lock_is_stopped_at_its_deadline(
     ingest(client)
     before = crew_checksum()
     monkeypatch.setattr(settings, "INGEST_RUN_TIMEOUT_SECONDS", 2)
-    released = threading.Event()
+    released, locked = threading.Event(), threading.Event()
 
     def hold_lock() -> None:
         with get_engine().connect() as connection, connection.begin():
             connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             connection.exec_driver_sql("LOCK TABLE crew IN ACCESS EXCLUSIVE MODE")
+            locked.set()
             released.wait(30)
 
     holder = threading.Thread(target=hold_lock)
     holder.start()
     try:
-        time.sleep(0.5)
+        assert locked.wait(30)
         started = time.monotonic()
         run = ingest(client)
         took = time.monotonic() - started

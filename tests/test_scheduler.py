@@ -1,6 +1,5 @@
 """Scheduled ingest: one run per interval across replicas; a busy tick skips quietly."""
 
-import time
 from collections.abc import Callable
 
 from sqlmodel import Session
@@ -8,7 +7,7 @@ from sqlmodel import Session
 from app.ingest import service
 from app.models import RunTrigger
 from app.scheduler import trigger_scheduled_run
-from tests.conftest import query_one
+from tests.conftest import query_one, wait_until
 from tests.test_processes import Server, servers_fixture  # noqa: F401  (the fixture)
 
 
@@ -16,7 +15,10 @@ def test_two_replicas_run_exactly_one_ingest_per_interval(
     servers: Callable[..., Server],
 ) -> None:
     replicas = [servers(INGEST_INTERVAL_SECONDS="1"), servers(INGEST_INTERVAL_SECONDS="1")]
-    time.sleep(4.5)
+    # three slots started and the first two finished (a stop may cut the newest short)
+    finished = "SELECT count(*) FROM ingest_runs WHERE finished_at IS NOT NULL"
+    wait_until(lambda: query_one("SELECT count(*) FROM ingest_runs")[0] >= 3)
+    wait_until(lambda: query_one(finished)[0] >= 2)
     for replica in replicas:
         replica.stop()
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+from html import escape
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import create_engine, text
 from app.config import Settings, settings
 from app.db import get_engine
 from app.models import IngestRunPublic
+from app.problems import UPSTREAM_HINT
 from app.status.chart import nice_ceiling, run_chart
 from app.status.summary import RunPoint
 from tests.conftest import ingest
@@ -57,6 +59,7 @@ def test_fresh_after_a_successful_run(client: TestClient, upstream: FakeUpstream
     html = page(client)
     assert freshness_state(html) == "fresh"
     assert "Data is fresh" in html and f'href="/ingest/{run["id"]}">run {run["id"]}' in html
+    assert "Last 1 run<" in html and freshness["hint"] is None
 
 
 def test_stale_when_no_run_succeeded_within_the_window(
@@ -139,6 +142,10 @@ def test_last_failed_keeps_the_data_of_the_last_success(
     assert freshness_state(html) == "last_failed"
     assert 'id="last-run-status">failed<' in html
     assert "page 1: HTTP 404 Not Found" in html
+    # the banner says what to do, as `crew-etl ingest` does
+    assert body["freshness"]["hint"] == UPSTREAM_HINT
+    assert f'<span id="freshness-hint">What to do: {escape(UPSTREAM_HINT)}.</span>' in html
+    assert "Last 2 runs" in html
 
 
 def test_a_cancelled_run_after_a_success_is_not_a_failure(

@@ -82,7 +82,9 @@ def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str], Schedule]:
         problems.append(f"database: {type(exc).__name__}")
     checks["recovery"] = bool(getattr(app.state, "recovered", False))
     if not checks["recovery"]:
-        problems.append("start-up recovery has not finished")
+        # while start-up waits for the database: why, with the setting and the fix (app/start_up.py)
+        waiting = getattr(app.state, "waiting_for_database", None)
+        problems.append(waiting or "start-up recovery has not finished")
     if scheduler_state.interval_seconds:
         problem = scheduler_state.problem()
         checks["scheduler"] = problem is None

@@ -180,7 +180,7 @@ def retry_wait(attempts: PageAttempts, exc: Exception) -> bool | float:
 def retryable(exc: Exception) -> bool:
     if isinstance(exc, UpstreamStatus):
         return exc.status_code in RETRYABLE_STATUS
-    return isinstance(exc, httpx.TransportError)
+    return isinstance(exc, httpx.TransportError) and not is_unknown_host(exc)
 
 
 def post(
@@ -312,12 +312,27 @@ def describe(exc: Exception, policy: FetchPolicy, attempts: PageAttempts) -> str
     return cause if attempts.gave_up is None else f"{cause}: {attempts.gave_up}"
 
 
+def is_unknown_host(exc: Exception) -> bool:
+    """The resolver answered that the name does not exist: asking again soon changes nothing
+    (a resolver that cannot answer now says "Temporary failure", which is retried)."""
+    text = str(exc)
+    return isinstance(exc, httpx.ConnectError) and any(
+        marker in text for marker in UNKNOWN_HOST_MESSAGES
+    )
+
+
+# getaddrinfo's EAI_NONAME as glibc and macOS word it
+UNKNOWN_HOST_MESSAGES = ("Name or service not known", "nodename nor servname provided")
+
+
 def describe_cause(exc: Exception, policy: FetchPolicy, attempts: PageAttempts) -> str:
     tries = f"after {attempts.made} attempt{'s' if attempts.made != 1 else ''}"
     if isinstance(exc, UpstreamStatus):
         if exc.status_code in RETRYABLE_STATUS:
             return f"HTTP {exc.status_code} {tries}{exc.detail}"
         return str(exc)
+    if is_unknown_host(exc):
+        return f"unknown host, not retried ({plain(str(exc))})"
     if isinstance(exc, httpx.InvalidURL):  # its text quotes the URL's parts, secrets included
         return "SPACEX_API_URL is not a valid URL (not shown: it may hold a secret)"
     if isinstance(exc, httpx.TimeoutException):

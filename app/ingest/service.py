@@ -19,6 +19,7 @@ from app.ingest import extract, listing, load, registry, runs, validate
 from app.ingest.pipeline import ProgressCallback, RunCounts, RunStopped, run_pipeline
 from app.ingest.watchdog import watchdog
 from app.models import ACTIVE_RUN_STATUSES, IngestRun, RunStatus, RunTrigger
+from app.problems import UPSTREAM_HINT
 
 log = structlog.get_logger("crew_etl.ingest")
 
@@ -35,10 +36,6 @@ class RunNotCancellable(Exception):
 
 # Failures a run expects now and then: logged as one line with a hint, without a traceback.
 EXPECTED_FAILURES = (extract.ExtractError, load.MassDeleteRefused, load.TooManyRejects)
-UPSTREAM_HINT = (
-    "check that SPACEX_API_URL is right and reachable from here; "
-    "`make demo` serves the recorded snapshot locally"
-)
 
 
 LISTING_HINT = (

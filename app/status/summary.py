@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, text
 
 from app.models import CrewStatus, IngestRunPublic, RunStatus, RunTrigger
+from app.problems import run_error_hint
 from app.shapes import ALWAYS_SENT, RejectError
 from app.status.deliveries import ScheduleSummary, WebhookHealth, read_schedule, read_webhooks
 
@@ -93,6 +94,10 @@ class Freshness(BaseModel):
     age_seconds: float | None = Field(description="Seconds since then")
     stale_after_seconds: float = Field(description="Age at which the data counts as stale")
     stale: bool = Field(description="Whether the data is older than that")
+    hint: str | None = Field(
+        default=None,
+        description="What to do about the newest run's failure, as `crew-etl ingest` says it",
+    )
 
 
 # One run as the chart draws it.
@@ -197,9 +202,10 @@ def freshness(
     stale = age is None or age > stale_after
     finished = (run for run in runs if run.status in FINISHED and not run.dry_run)
     last_finished = next(finished, None)
+    failed = last_finished is not None and last_finished.status == RunStatus.failed
     if last_success is None:
         state = FreshnessState.never_succeeded
-    elif last_finished is not None and last_finished.status == RunStatus.failed:
+    elif failed:
         state = FreshnessState.last_failed
     else:
         state = FreshnessState.stale if stale else FreshnessState.fresh
@@ -210,6 +216,7 @@ def freshness(
         age_seconds=age,
         stale_after_seconds=stale_after,
         stale=stale,
+        hint=run_error_hint(last_finished.error) if failed and last_finished else None,
     )
 
 
