@@ -32,12 +32,18 @@ console = Console()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: WORKERS)", min=1)
+    ] = None,
 ) -> None:
     """Serve the HTTP API (migrates on start when MIGRATE_ON_START is true)."""
     import uvicorn
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    workers = workers or settings.WORKERS
+    metrics_dir = metrics.prepare_multiprocess_dir(workers)
+    if metrics_dir is not None:
+        log.info("metrics of every worker add up", workers=workers, directory=str(metrics_dir))
     # uvicorn re-raises SIGTERM once it has shut down; exiting through Python instead runs the
     # atexit hook that stops the embedded PostgreSQL with the service
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))

@@ -17,6 +17,13 @@ class Settings(BaseSettings):
     DATABASE_URL: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "SQLALCHEMY_URL")
     )
+    # Optional: where runs load and migrations run, bypassing a transaction-mode pooler that
+    # DATABASE_URL points at (docs/explanation/topology.md says when it is worth it).
+    DATABASE_DIRECT_URL: str | None = None
+    # Optional: a streaming replica for crew reads (GET /crew, /crew/{id}, history, as_of);
+    # reads fall back to DATABASE_URL while it is down or lags more than READ_MAX_LAG_SECONDS.
+    DATABASE_READ_URL: str | None = None
+    READ_MAX_LAG_SECONDS: float = Field(default=30, ge=0)
     EMBEDDED_PG_DIR: Path = PROJECT_ROOT / ".data" / "postgres"
     MIGRATE_ON_START: bool = True
 
@@ -50,10 +57,14 @@ class Settings(BaseSettings):
     DB_POOL_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
     DB_STATEMENT_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
 
+    # Worker processes of `crew-etl serve`; above 1, /metrics adds up every worker's metrics
+    # (prometheus_client's multiprocess mode, its directory managed by the service).
+    WORKERS: int = Field(default=1, ge=1, le=64)
+
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "console"] = "console"
 
-    @field_validator("DATABASE_URL")
+    @field_validator("DATABASE_URL", "DATABASE_DIRECT_URL", "DATABASE_READ_URL")
     @classmethod
     def use_psycopg2_driver(cls, url: str | None) -> str | None:
         """Accept the `postgres://` and `postgresql://` forms hosting providers print."""
@@ -73,6 +84,10 @@ class Settings(BaseSettings):
     @classmethod
     def empty_token_means_open(cls, token: str | None) -> str | None:
         return token or None
+
+    @property
+    def database_urls(self) -> list[str | None]:
+        return [self.DATABASE_URL, self.DATABASE_DIRECT_URL, self.DATABASE_READ_URL]
 
     @property
     def heartbeat_seconds(self) -> float:

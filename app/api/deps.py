@@ -13,9 +13,13 @@ from sqlmodel import Session
 
 from app.config import settings
 from app.db import get_read_connection, get_session
+from app.db_routing import get_crew_read_connection
 
 SessionDep = Annotated[Session, Depends(get_session)]
+# Run data and anything read together with it: the primary.
 ReadConnectionDep = Annotated[Connection, Depends(get_read_connection)]
+# Crew data (members, their history): the read replica when it may serve (app/db_routing.py).
+CrewReadConnectionDep = Annotated[Connection, Depends(get_crew_read_connection)]
 
 bearer = HTTPBearer(auto_error=False, description="Required when INGEST_API_TOKEN is set.")
 
@@ -45,17 +49,17 @@ T = TypeVar("T")
 READ_THREADS = 8
 read_threads = anyio.CapacityLimiter(READ_THREADS)
 read_turns = anyio.Semaphore(READ_THREADS)  # first come, first served; a wait can time out
-read_connection = contextmanager(get_read_connection)
+crew_read_connection = contextmanager(get_crew_read_connection)
 
 
 async def in_read_thread(function: Callable[..., T], *args: Any) -> T:
-    """`function(connection, *args)` in a worker thread with a read connection: one thread hop
+    """`function(connection, *args)` in a worker thread with a crew read connection: one hop
     per request (a sync endpoint with a generator dependency makes three). A read that waits
     longer than DB_POOL_TIMEOUT_SECONDS for its turn (the database is slow, the queue long)
     answers 503, like one that waits that long for a pooled connection."""
 
     def run() -> T:
-        with read_connection() as connection:
+        with crew_read_connection() as connection:
             return function(connection, *args)
 
     with anyio.move_on_after(settings.DB_POOL_TIMEOUT_SECONDS) as waiting:

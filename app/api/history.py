@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from app.api import conditional
-from app.api.deps import ReadConnectionDep
+from app.api.deps import CrewReadConnectionDep
 from app.change_models import CrewVersionPublic
 from app.models import HEX24_ANY_CASE, Page
 
@@ -34,7 +34,7 @@ ORDER BY valid_from DESC LIMIT %(limit)s OFFSET %(offset)s
 )
 def read_crew_member_history(
     request: Request,
-    connection: ReadConnectionDep,
+    connection: CrewReadConnectionDep,
     crew_id: Annotated[str, Path(pattern=HEX24_ANY_CASE, description="24-hex crew id")],
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
     offset: Annotated[int, Query(ge=0, le=2_000_000_000, description="Rows to skip")] = 0,

@@ -35,6 +35,15 @@ class Problem(BaseModel):
     detail: str = Field(description="What went wrong, in words")
 
 
+class DatabaseUnavailable(BaseModel):
+    detail: str = Field(description="What to do: try again after Retry-After seconds")
+    cause: str = Field(
+        description="The driver's name for the failure, e.g. `ReadOnlySqlTransaction` while the "
+        "database is read-only (a failover in progress) or `OperationalError` while it is away",
+        examples=["ReadOnlySqlTransaction"],
+    )
+
+
 def run_location(run_id: int | None) -> dict[str, str]:
     return {"Location": f"/ingest/{run_id}"} if run_id is not None else {}
 
@@ -55,6 +64,11 @@ def get_run_or_404(session: SessionDep, run_id: int) -> IngestRun:
     responses={
         409: {"model": ActiveRunConflict, "description": "A run is already queued or running"},
         401: {"model": Problem, "description": "Missing or wrong bearer token"},
+        503: {
+            "model": DatabaseUnavailable,
+            "description": "The database cannot take writes now (read-only, away or too slow); "
+            "`Retry-After` says when to try again",
+        },
     },
 )
 def create_ingest_run(
