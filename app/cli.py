@@ -24,6 +24,10 @@ from app.logs import configure_logging
 from app.models import IngestRun
 
 log = structlog.get_logger("crew_etl")
+# How long uvicorn's supervisor waits for a worker to answer before killing it as hung. A new
+# worker answers only once it has imported the app: uvicorn's 5 s were too short on a busy
+# 2-core machine, where workers were killed in turn and none ever served.
+WORKER_HEALTHCHECK_SECONDS = 30
 cli = typer.Typer(help="SpaceX crew ETL: ingest the crew API into PostgreSQL and serve it.")
 console = Console()
 
@@ -49,7 +53,14 @@ def serve(
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info("serving", docs=f"http://{shown}:{port}/docs")
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+    )
 
 
 @cli.command()

@@ -26,7 +26,8 @@ def redacted_url(url: str) -> str:
         name: (MASK if name.lower() in SECRET_PARAMETERS else value)
         for name, value in parsed.query.items()
     }
-    return parsed.set(query=query).render_as_string(hide_password=True)
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace("%2A%2A%2A", MASK)  # the mask as written, not percent-encoded
 
 
 def secrets_in(urls: Iterable[str | None]) -> set[str]:

@@ -154,6 +154,8 @@ pool_mode = transaction
 max_client_conn = 1000
 default_pool_size = 20
 server_login_retry = 1
+server_connect_timeout = 2
+query_wait_timeout = 5
 logfile = {self.root / "pgbouncer.log"}
 """
         )
