@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg2
 
@@ -23,6 +24,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 SYSTEM_USER = "postgres"
 DATABASE = "crew_etl"
+T = TypeVar("T", "Cluster", "PgBouncer")
 
 
 def available() -> str | None:
@@ -197,14 +199,25 @@ class Topology:
     def __init__(self) -> None:
         self.root = as_postgres(Path(tempfile.mkdtemp(prefix="crew-etl-topology-")))
         os.chmod(self.root, 0o755)
-        self.primary = Cluster(self.root, "primary")
-        with self.primary.cursor("postgres") as cursor:
-            cursor.execute(f"CREATE DATABASE {DATABASE}")
-        self.standby = Cluster(self.root, "standby", standby_of=self.primary)
-        self.bouncer = PgBouncer(self.root, self.primary)
+        self._started: list[Cluster | PgBouncer] = []
+        try:
+            self.primary = self._start(Cluster(self.root, "primary"))
+            with self.primary.cursor("postgres") as cursor:
+                cursor.execute(f"CREATE DATABASE {DATABASE}")
+            self.standby = self._start(Cluster(self.root, "standby", standby_of=self.primary))
+            self.bouncer = self._start(PgBouncer(self.root, self.primary))
+        except BaseException:  # never leave servers running behind a failed start
+            self.destroy()
+            raise
+
+    def _start(self, part: T) -> T:
+        self._started.append(part)
+        return part
 
     def destroy(self) -> None:
-        self.bouncer.stop()
-        self.standby.destroy()
-        self.primary.destroy()
+        for part in reversed(self._started):
+            if isinstance(part, PgBouncer):
+                part.stop()
+            else:
+                part.destroy()
         shutil.rmtree(self.root, ignore_errors=True)
