@@ -113,7 +113,7 @@ def check_once() -> ReplicaState:
 
 
 def _check_forever() -> None:
-    while True:
+    while replica_configured():  # a test may unset it again
         try:
             check_once()
         except Exception:  # never let the thread die: reads would stay on a stale verdict

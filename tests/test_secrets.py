@@ -84,7 +84,11 @@ def test_a_served_process_never_prints_a_password_in_any_form() -> None:
             process.wait(timeout=30)
             output.seek(0)
             printed = output.read()
-    starting = [json.loads(line) for line in printed.splitlines() if '"starting"' in line]
+    lines = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+    # every line says which replica (host) and which worker (pid) wrote it
+    assert lines and all({"host", "pid"} <= set(line) for line in lines)
+    assert {line["pid"] for line in lines if line["event"] == "starting"} == {process.pid}
+    starting = [line for line in lines if line["event"] == "starting"]
     assert [line["data"] for line in starting] == [redacted_url(url)]
     assert "password=***" in redacted_url(url) and ":***@" in redacted_url(url)
     assert "S3CRET" not in printed
