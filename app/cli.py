@@ -25,6 +25,10 @@ from app.logs import configure_logging
 from app.models import IngestRun, IngestRunPublic
 
 log = structlog.get_logger("crew_etl")
+# How long uvicorn's supervisor waits for a worker to answer before killing it as hung. A new
+# worker answers only once it has imported the app: uvicorn's 5 s were too short on a busy
+# 2-core machine, where workers were killed in turn and none ever served.
+WORKER_HEALTHCHECK_SECONDS = 30
 cli = typer.Typer(help="SpaceX crew ETL: ingest the crew API into PostgreSQL and serve it.")
 console = Console()
 cli.add_typer(cli_notify.webhooks, name="webhooks")
@@ -35,7 +39,9 @@ cli.add_typer(cli_notify.schedule, name="schedule")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: WORKERS)", min=1)
+    ] = None,
 ) -> None:
     """Serve the HTTP API (migrates on start when MIGRATE_ON_START is true)."""
     import uvicorn
@@ -44,12 +50,23 @@ def serve(
 
     check_port(host, port, "make run PORT={port} (crew-etl serve --port {port})")
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    workers = workers or settings.WORKERS
+    metrics_dir = metrics.prepare_multiprocess_dir(workers)
+    if metrics_dir is not None:
+        log.info("metrics of every worker add up", workers=workers, directory=str(metrics_dir))
     # uvicorn re-raises SIGTERM once it has shut down; exiting through Python instead runs the
     # atexit hook that stops the embedded PostgreSQL with the service
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info("serving", docs=f"http://{shown}:{port}/docs")
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+    )
 
 
 @cli.command()

@@ -62,6 +62,21 @@ class Settings(BaseSettings):
             "Run `alembic upgrade head` when the service starts (and before `crew-etl ingest`)"
         ),
     )
+    DATABASE_DIRECT_URL: str | None = Field(
+        default=None,
+        description="Optional: where runs load and migrations run, bypassing a transaction-mode "
+        "pooler that DATABASE_URL points at (see Explanation: topology)",
+    )
+    DATABASE_READ_URL: str | None = Field(
+        default=None,
+        description="Optional: a streaming replica for crew reads (GET /crew, /crew/{id}, "
+        "history, as_of); reads fall back to DATABASE_URL while it is down or lags",
+    )
+    READ_MAX_LAG_SECONDS: float = Field(
+        default=30,
+        ge=0,
+        description="Replica lag past which crew reads go to the primary",
+    )
 
     SPACEX_API_URL: str = Field(
         default="https://api.spacexdata.com",
@@ -242,6 +257,15 @@ class Settings(BaseSettings):
         description="Open `GET /ingest/{id}/events` streams one process serves; beyond, 503",
     )
 
+    WORKERS: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes of `crew-etl serve`; above 1, /metrics adds up every "
+        "worker's metrics (prometheus_client's multiprocess mode, its directory managed by the "
+        "service)",
+    )
+
     LOG_LEVEL: str = Field(
         default="INFO",
         description=(
@@ -254,7 +278,7 @@ class Settings(BaseSettings):
         description="`json` for JSON lines (the Docker image sets it), `console` for people",
     )
 
-    @field_validator("DATABASE_URL")
+    @field_validator("DATABASE_URL", "DATABASE_DIRECT_URL", "DATABASE_READ_URL")
     @classmethod
     def use_psycopg2_driver(cls, url: str | None) -> str | None:
         """Accept the `postgres://` and `postgresql://` forms hosting providers print."""
@@ -334,6 +358,10 @@ class Settings(BaseSettings):
             except Exception:
                 raise ValueError("WEBHOOK_SECRET must be whsec_ followed by base64") from None
         return self
+
+    @property
+    def database_urls(self) -> list[str | None]:
+        return [self.DATABASE_URL, self.DATABASE_DIRECT_URL, self.DATABASE_READ_URL]
 
     @property
     def heartbeat_seconds(self) -> float:

@@ -5,14 +5,15 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import psycopg2  # type: ignore[import-untyped]
 import structlog
-from sqlalchemy import Connection, Engine, event, make_url
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
+from app import transaction_settings
 from app.config import PROJECT_ROOT, settings
 from app.embedded_postgres import start_embedded_postgres
+from app.redaction import redacted_url
 from app.stale_connections import replace_if_closed
 
 if TYPE_CHECKING:
@@ -31,7 +32,13 @@ def database_location() -> str:
     its password hidden."""
     if settings.DATABASE_URL is None:
         return f"embedded PostgreSQL in {settings.EMBEDDED_PG_DIR}"
-    return make_url(settings.DATABASE_URL).render_as_string(hide_password=True)
+    return redacted_url(settings.DATABASE_URL)
+
+
+def direct_url() -> str:
+    """Where runs load and migrations run: DATABASE_DIRECT_URL when set (bypassing a pooler),
+    else the URL everything else uses (docs/explanation/topology.md)."""
+    return settings.DATABASE_DIRECT_URL or database_url()
 
 
 @functools.cache
@@ -39,17 +46,17 @@ def get_engine() -> Engine:
     """API requests: every statement is cut off after DB_STATEMENT_TIMEOUT_SECONDS."""
     # as many connections as the threadpool runs sync endpoints at once (40), so busy moments
     # reuse connections instead of opening and closing overflow ones
-    engine = make_engine(40, 10, statement_timeout=settings.DB_STATEMENT_TIMEOUT_SECONDS)
-    event.listen(engine, "connect", keep_self_joins)
-    return engine
+    return make_engine(40, 10, statement_timeout=settings.DB_STATEMENT_TIMEOUT_SECONDS)
 
 
 @functools.cache
 def background_engine() -> Engine:
     """Ingest runs, their heartbeats and migrations: a pool of their own, so API reads that
     exhaust theirs can never keep a run from proving it is alive or from finishing; no
-    statement timeout (a load or a migration may take long)."""
-    return make_engine(4, 4, statement_timeout=None)
+    statement timeout (a load or a migration may take long). Through DATABASE_DIRECT_URL when
+    set: a run's load transaction lasts minutes and would hold a pooler's server connection,
+    one of its few, for all of them."""
+    return make_engine(4, 4, statement_timeout=None, url=direct_url())
 
 
 @functools.cache
@@ -59,14 +66,16 @@ def probe_engine() -> Engine:
 
 
 def make_engine(
-    pool_size: int, max_overflow: int, statement_timeout: float | None, connect_timeout: int = 0
+    pool_size: int,
+    max_overflow: int,
+    statement_timeout: float | None,
+    connect_timeout: int = 0,
+    url: str | None = None,
 ) -> Engine:
-    options = "-c timezone=UTC"
-    if statement_timeout is not None:
-        options += f" -c statement_timeout={int(statement_timeout * 1000)}"
+    """No session state: settings go with each transaction (app/transaction_settings.py), so
+    the engine works as well behind PgBouncer in transaction mode as on a direct connection."""
     connect_args = {
         "application_name": "crew-etl",
-        "options": options,
         "connect_timeout": connect_timeout or settings.DB_CONNECT_TIMEOUT_SECONDS,
         # a server that vanished without closing the connection is noticed in about 25 s
         "keepalives_idle": 10,
@@ -74,34 +83,20 @@ def make_engine(
         "keepalives_count": 3,
     }
     if pool_size == 0:
-        return create_engine(database_url(), poolclass=NullPool, connect_args=connect_args)
-    engine = create_engine(
-        database_url(),
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
-        connect_args=connect_args,
-    )
-    # instead of pool_pre_ping, whose SELECT 1 on every checkout cost a read nearly as much as
-    # its statement
-    event.listen(engine, "checkout", replace_if_closed)
+        engine = create_engine(url or database_url(), poolclass=NullPool, connect_args=connect_args)
+    else:
+        engine = create_engine(
+            url or database_url(),
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
+            connect_args=connect_args,
+        )
+        # instead of pool_pre_ping, whose SELECT 1 on every checkout cost a read nearly as much
+        # as its statement
+        event.listen(engine, "checkout", replace_if_closed)
+    transaction_settings.install(engine, statement_timeout)
     return engine
-
-
-def keep_self_joins(dbapi_connection: Any, _record: Any) -> None:
-    """PostgreSQL 18 folds a join of a table to itself on its key into one scan of it. The
-    list statement writes one on purpose (app/api/crew_query.py: ids from an index-only walk,
-    an array filter checked by primary key); folded, the walk reads the table for every row it
-    passes. Earlier versions have no such step, nor the setting."""
-    if dbapi_connection.server_version < 180000:
-        return
-    try:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET enable_self_join_elimination = off")
-        dbapi_connection.commit()  # a SET rolled back with its transaction would be undone
-    except psycopg2.Error:  # the reads stay right, only slower: no reason to refuse them
-        dbapi_connection.rollback()
-        log.warning("could not turn off self-join elimination", exc_info=True)
 
 
 @functools.cache
@@ -117,11 +112,16 @@ def get_session() -> Iterator[Session]:
 
 
 def get_read_connection() -> Iterator[Connection]:
+    """A pooled connection to the primary in autocommit (see autocommit_connection)."""
+    yield from autocommit_connection(get_engine())
+
+
+def autocommit_connection(engine: Engine) -> Iterator[Connection]:
     """A pooled connection in autocommit, for reads that are one statement: no BEGIN, and no
     ROLLBACK round trip when it goes back to the pool. The driver's switch is flipped directly:
     SQLAlchemy's isolation_level option would restore the level on check-in with a SET, one
     more round trip per read."""
-    with get_engine().connect() as connection:
+    with engine.connect() as connection:
         driver: Any = connection.connection.dbapi_connection  # psycopg2's connection
         driver.autocommit = True
         if (driver.isolation_level, driver.readonly, driver.deferrable) != (None, None, None):
@@ -135,12 +135,13 @@ def get_read_connection() -> Iterator[Connection]:
                 driver.autocommit = False
 
 
-def get_snapshot_connection() -> Iterator[Connection]:
+def snapshot_connection(engine: Engine) -> Iterator[Connection]:
     """A pooled connection in one REPEATABLE READ, read-only transaction: a response built from
     several statements (a count, a page, their validator) sees one state. psycopg2 sends the
-    level with its BEGIN, so the snapshot costs no round trip of its own; the transaction is
-    rolled back before the connection goes back to the pool."""
-    with get_engine().connect() as connection:
+    level with its BEGIN (no session state, so a transaction-mode pooler is fine), and the
+    snapshot costs no round trip of its own; the transaction is rolled back before the
+    connection goes back to the pool."""
+    with engine.connect() as connection:
         driver: Any = connection.connection.dbapi_connection
         driver.autocommit = False
         driver.set_session("REPEATABLE READ", readonly=True)

@@ -4,17 +4,36 @@ Tracebacks are for unexpected exceptions only, and carry local variables only at
 """
 
 import logging
+import os
+import socket
 import sys
 import time
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import settings
+from app.db_errors import driver_cause, is_database_error
+from app.redaction import scrub, secrets_in
+
+# Which replica (its host name: the pod's name on Kubernetes) and which worker process wrote a
+# line: with several of each, the lines of one run or one request are told apart by these.
+HOST = os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+def add_identity(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict.setdefault("host", HOST)
+    event_dict.setdefault("pid", os.getpid())  # per call: workers are started after import
+    return event_dict
+
 
 SHARED_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
+    add_identity,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -52,7 +71,23 @@ def renderers(level: str, fmt: str) -> list[structlog.typing.Processor]:
     ]
 
 
-def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
+def scrubber(secrets: Iterable[str]) -> structlog.typing.Processor:
+    """The last step of every line: the rendered text with each known secret masked."""
+    known = frozenset(secrets)
+
+    def scrub_line(_logger: Any, _name: str, line: Any) -> Any:
+        return scrub(line, known) if known and isinstance(line, str) else line
+
+    return scrub_line
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "console", secrets: Iterable[str] | None = None
+) -> None:
+    """`secrets`: values masked wherever they appear in a line (app/redaction.py); by default
+    the database passwords of the settings and the environment."""
+    if secrets is None:
+        secrets = secrets_in(settings.database_urls)
     structlog.configure(
         processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -66,6 +101,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *renderers(level, fmt),
+                scrubber(secrets),
             ],
         )
     )
@@ -132,23 +168,13 @@ def retry_reason(cause: BaseException) -> str:
     return f"http_{status}" if status is not None else type(cause).__name__
 
 
-def database_cause(exc: BaseException) -> str:
-    """The driver's exception type behind a SQLAlchemy one (`AdminShutdown`), else its own."""
-    return type(getattr(exc, "orig", None) or exc).__name__
-
-
-def is_database_error(cause: BaseException) -> bool:
-    """A retry of a run's record while the database is away, not of an upstream request."""
-    return isinstance(cause, (DBAPIError, PoolTimeout))
-
-
 def log_retry(details: Any) -> None:
     """stamina retry hook: the page and URL come from the context `extract` binds."""
     if is_database_error(details.caused_by):
         structlog.get_logger("crew_etl.ingest").warning(
             "database write retried",
             attempt=details.retry_num,
-            reason=database_cause(details.caused_by),
+            reason=driver_cause(details.caused_by),
             wait_seconds=round(details.wait_for, 2),
         )
         return

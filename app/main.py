@@ -13,14 +13,14 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from app import metrics
+from app import db_errors, metrics
 from app import start_up as database_start
 from app.api import crew, events, health, history, ingest, schedule, status, webhooks
 from app.api.document import keep_null_examples
@@ -29,9 +29,10 @@ from app.api.responses import RETRY_AFTER_SECONDS, DatabaseUnavailable
 from app.change_models import ChangePublic, CrewVersionPublic
 from app.config import settings
 from app.db import database_location
+from app.db_errors import driver_cause
 from app.ingest import service
 from app.ingest.watchdog import watchdog
-from app.logs import AccessLog, configure_logging, database_cause
+from app.logs import AccessLog, configure_logging
 from app.models import CrewPublic, IngestRejectPublic, IngestRunPublic
 from app.notify.worker import worker as webhook_worker
 from app.scheduler import run_schedule
@@ -66,6 +67,7 @@ def interrupt_runs_on_signals() -> None:
 async def start_up(app: FastAPI) -> "asyncio.Task[None] | None":
     """Returns the task still waiting for the database, if it did not answer."""
     metrics.install_retry_hooks()
+    metrics.forget_dead_workers()
     log.info("starting", data=database_location(), docs="/docs")
     if settings.INGEST_API_TOKEN is None:
         log.warning("INGEST_API_TOKEN is not set: anyone who can reach the API can start runs")
@@ -104,6 +106,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watchdog.stop()
         webhook_worker.stop()
     finally:
+        metrics.worker_exits()
         if froze:  # an app started again in the same process (tests) freezes afresh
             gc.unfreeze()
 
@@ -136,20 +139,25 @@ Instrumentator(excluded_handlers=["/metrics", f"{DOCS_ASSETS}.*"]).instrument(ap
 @app.get("/metrics", include_in_schema=False)
 async def read_metrics() -> Response:
     """Prometheus exposition, on the event loop: it answers while every worker thread waits."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.scrape_registry()), media_type=CONTENT_TYPE_LATEST)
 
 
-@app.exception_handler(OperationalError)
-@app.exception_handler(InterfaceError)
+@app.exception_handler(DBAPIError)
 @app.exception_handler(PoolTimeout)
 async def database_unavailable(request: Request, exc: Exception) -> Response:
-    """A database that is down, restarting or too slow is a 503 to retry, never a 500 or a hang
-    (connect, pool and statement timeouts bound how long a request waits for it)."""
-    cause = database_cause(exc)
-    log.warning("database unavailable", path=request.url.path, cause=cause)
-    body = DatabaseUnavailable(
-        detail="the database is unavailable or too slow right now; try again shortly", cause=cause
-    )
+    """A database that is down, restarting, read-only (a failover) or too slow is a 503 to retry,
+    never a 500 or a hang (connect, pool and statement timeouts bound how long a request waits
+    for it). Any other database error is a JSON 500 whose details go to the log only."""
+    cause = driver_cause(exc)
+    if not db_errors.is_transient(exc):
+        log.error("database error", path=request.url.path, cause=cause, exc_info=exc)
+        return JSONResponse({"detail": "internal error; details in the log"}, status_code=500)
+    log.warning("database unavailable", path=request.url.path, cause=db_errors.describe(exc))
+    if db_errors.sqlstate(exc) == db_errors.READ_ONLY:
+        detail = "the database is read-only right now (a failover?); try again shortly"
+    else:
+        detail = "the database is unavailable or too slow right now; try again shortly"
+    body = DatabaseUnavailable(detail=detail, cause=cause)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(body.model_dump(), status_code=503, headers=headers)
 

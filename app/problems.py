@@ -12,8 +12,9 @@ import sys
 from typing import NoReturn
 
 import psycopg2  # type: ignore[import-untyped]
-from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from app.redaction import redacted_url
 
 # (pattern in the driver's message, what it means, what to do); first match wins
 DATABASE_CAUSES = (
@@ -59,9 +60,10 @@ class Problem(Exception):
 
 
 def masked_url(url: str) -> str:
-    """The URL with its password as ***, fit for a terminal or a log line."""
+    """The URL with every form of its password as *** (userinfo, `?password=`), fit for a
+    terminal or a log line."""
     try:
-        shown = make_url(url).render_as_string(hide_password=True)
+        shown = redacted_url(url)
     except ArgumentError:
         return "(not a URL)"
     return shown.replace("+psycopg2://", "://", 1)  # as the operator wrote it

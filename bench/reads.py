@@ -38,12 +38,12 @@ class Service:
 
 
 @contextlib.contextmanager
-def service(url: str, generator: str, seconds: int) -> Iterator[Service]:
-    """One uvicorn worker of the service on a free port."""
+def service(url: str, generator: str, seconds: int, **extra_env: str) -> Iterator[Service]:
+    """One uvicorn worker of the service on a free port (`extra_env`: more settings)."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
     command += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
-    env = {**service_env(url, "http://127.0.0.1:9"), "MIGRATE_ON_START": "false"}
+    env = {**service_env(url, "http://127.0.0.1:9"), "MIGRATE_ON_START": "false", **extra_env}
     tool = generator if generator != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     base = f"http://127.0.0.1:{port}"
     with process(command, env, f"{base}/healthz"):

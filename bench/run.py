@@ -15,7 +15,9 @@ Sections, in order (between two measures of the machine's own speed, bench/machi
    include_deleted both ways), the last page by offset and by cursor, a name filter whose
    matches come last in name order, one member by id; the
    status page `GET /`, HTML and JSON, one client after another;
-4. ingest: a re-ingest with 1% of the records changed.
+4. ingest: a re-ingest with 1% of the records changed;
+5. topology (bench/topology.py): the first ingest through PgBouncer against direct, and reads
+   direct, through PgBouncer and from a streaming replica, on servers of its own.
 
 It uses its own databases (`--database` or $BENCH_DB, default `crew_etl_bench`, and that name
 with `_before_versions`) on the server of DATABASE_URL or on the embedded server. A section adds
@@ -33,7 +35,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import settings
 from app.db import database_url
-from bench import loads, machine, reads
+from bench import loads, machine, reads, topology
 from bench.report import Row, read_summary, render
 
 
@@ -96,6 +98,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
         generator = svc.generator
     with loads.upstream(args.records, changed_every=100) as changed:
         rows.append(loads.ingest("re-ingest, 1% changed", url, changed, seconds))
+    if not args.skip_topology:
+        rows += topology.topology_rows(
+            args.records, args.load_generator, args.read_seconds, seconds
+        )
     return rows + machine.speed(url, "after"), generator
 
 
@@ -125,6 +131,9 @@ def main() -> None:
         help="created afresh on the server (also NAME_before_versions); default $BENCH_DB",
     )
     parser.add_argument("--skip-index-costs", action="store_true")
+    parser.add_argument(
+        "--skip-topology", action="store_true", help="no PgBouncer and replica rows"
+    )
     args = parser.parse_args()
     rows, generator = run(args)
     today = datetime.datetime.now(datetime.UTC).date()

@@ -156,7 +156,12 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "checks": {}, "problems": []}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "migrations": True, "recovery": True}
+    assert ready.json()["checks"] == {
+        "database": True,
+        "writable": True,
+        "migrations": True,
+        "recovery": True,
+    }
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:

@@ -227,7 +227,7 @@ def test_json_matches_the_api_it_summarises(client: TestClient, upstream: FakeUp
         "name": "SpaceX crew ETL",
         "version": "0.1.0",
         "ready": True,
-        "checks": {"database": True, "migrations": True, "recovery": True},
+        "checks": {"database": True, "writable": True, "migrations": True, "recovery": True},
     }
     assert body["trigger"] == {
         "method": "POST",

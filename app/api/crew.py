@@ -15,7 +15,7 @@ from app.api import conditional, responses
 from app.api import cursor as cursors
 from app.api.crew_query import PUBLIC_FIELDS, SOURCES, compiled, list_query, public_column
 from app.api.crew_sort import CrewSort
-from app.api.deps import in_read_thread
+from app.api.deps import crew_read_connection, in_read_thread
 from app.models import HAS_TEXT, HEX24_ANY_CASE, CrewPublic, CrewStatus, CursorPage
 
 router = APIRouter(prefix="/crew", tags=["crew"])
@@ -162,7 +162,17 @@ async def read_crew(
     and page applies to the crew as they were at that instant.
     """
     filters = (agency, status, name, launch, include_deleted)
-    return await in_read_thread(list_page, request, *filters, sort, limit, offset, cursor, as_of)
+    return await in_read_thread(
+        list_page,
+        request,
+        *filters,
+        sort,
+        limit,
+        offset,
+        cursor,
+        as_of,
+        connect=crew_read_connection,
+    )
 
 
 def list_page(
@@ -248,7 +258,7 @@ async def read_crew_member(
 ) -> Response:
     """One crew member by id, including soft-deleted ones (their `deleted_at` is set); with
     `as_of`, as the member was at that instant (404 if unknown then)."""
-    return await in_read_thread(member_page, request, crew_id, as_of)
+    return await in_read_thread(member_page, request, crew_id, as_of, connect=crew_read_connection)
 
 
 def member_page(

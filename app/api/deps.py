@@ -1,6 +1,6 @@
 import secrets
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -12,11 +12,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from app.config import settings
-from app.db import get_read_connection, get_session, get_snapshot_connection
+from app.db import get_read_connection, get_session
+from app.db_routing import get_crew_read_connection, get_crew_snapshot_connection
 
 SessionDep = Annotated[Session, Depends(get_session)]
+# Run data and anything read together with it: the primary.
 ReadConnectionDep = Annotated[Connection, Depends(get_read_connection)]
-SnapshotConnectionDep = Annotated[Connection, Depends(get_snapshot_connection)]
+# Crew data (members, their history): the read replica when it may serve (app/db_routing.py).
+CrewReadConnectionDep = Annotated[Connection, Depends(get_crew_read_connection)]
 
 bearer = HTTPBearer(auto_error=False, description="Required when INGEST_API_TOKEN is set.")
 
@@ -47,19 +50,25 @@ READ_THREADS = 8
 read_threads = anyio.CapacityLimiter(READ_THREADS)
 read_turns = anyio.Semaphore(READ_THREADS)  # first come, first served; a wait can time out
 read_connection = contextmanager(get_read_connection)
-# Where reads of several statements get their one snapshot (another engine would go here too).
-snapshot_connection = contextmanager(get_snapshot_connection)
+# Crew data: the replica when it may serve; history's several statements in one snapshot there.
+crew_read_connection = contextmanager(get_crew_read_connection)
+crew_snapshot_connection = contextmanager(get_crew_snapshot_connection)
 
 
-async def in_read_thread(function: Callable[..., T], *args: Any, snapshot: bool = False) -> T:
-    """`function(connection, *args)` in a worker thread with a read connection (in autocommit,
-    for a response of one statement; with `snapshot`, in one REPEATABLE READ transaction): one
-    thread hop per request (a sync endpoint with a generator dependency makes three). A read
-    that waits longer than DB_POOL_TIMEOUT_SECONDS for its turn (the database is slow, the
+async def in_read_thread(
+    function: Callable[..., T],
+    *args: Any,
+    connect: Callable[[], AbstractContextManager[Connection]] = read_connection,
+) -> T:
+    """`function(connection, *args)` in a worker thread with a connection from `connect` (the
+    primary's in autocommit by default, for a response of one statement; crew reads pass
+    `crew_read_connection`, or `crew_snapshot_connection` for one REPEATABLE READ transaction):
+    one thread hop per request (a sync endpoint with a generator dependency makes three). A
+    read that waits longer than DB_POOL_TIMEOUT_SECONDS for its turn (the database is slow, the
     queue long) answers 503, like one that waits that long for a pooled connection."""
 
     def run() -> T:
-        with (snapshot_connection if snapshot else read_connection)() as connection:
+        with connect() as connection:
             return function(connection, *args)
 
     with anyio.move_on_after(settings.DB_POOL_TIMEOUT_SECONDS) as waiting:

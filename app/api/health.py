@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from app import schedule_state
+from app import db_routing, schedule_state
 from app.db import probe_engine, schema_is_current
 from app.scheduler import state as scheduler_state
 from app.shapes import ALWAYS_SENT
@@ -29,14 +29,25 @@ class HealthStatus(StrEnum):
     unavailable = "unavailable"
 
 
+# Writes are refused on a standby (in recovery: a failover not finished, or DATABASE_URL
+# pointing at a replica) and wherever default_transaction_read_only is on.
+READ_ONLY = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::bool"
+
+
+class ReplicaHealth(BaseModel):
+    serving_reads: bool = Field(description="Whether crew reads go to DATABASE_READ_URL now")
+    lag_seconds: float | None = Field(description="Replica lag last measured; null: no answer")
+    problem: str | None = Field(description="Why crew reads fall back to the primary, if so")
+
+
 class Health(BaseModel):
     model_config = ALWAYS_SENT
 
     status: HealthStatus = Field(description="`ok`, or `unavailable` with the failing checks")
     checks: dict[str, bool] = Field(
         default={},
-        description="Readiness checks: database, migrations, recovery, and scheduler when "
-        "INGEST_INTERVAL_SECONDS is set",
+        description="Readiness checks: database, writable, migrations, recovery, and scheduler "
+        "when INGEST_INTERVAL_SECONDS is set",
     )
     problems: list[str] = Field(default=[], description="Why each failing check fails")
 
@@ -49,6 +60,10 @@ class Readiness(Health):
     schedule: Schedule = Field(
         description="Scheduled runs: `paused` while POST /schedule/pause holds them (ready all "
         "the same); null when the database could not say"
+    )
+    replica: ReplicaHealth | None = Field(
+        description="The read replica, null unless DATABASE_READ_URL is set; informative: a "
+        "replica that lags or is down sends crew reads to the primary, it does not make this 503"
     )
 
 
@@ -64,18 +79,22 @@ async def read_health() -> Health:
 
 
 def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str], Schedule]:
-    """Database reachable, migrations at head, start-up recovery done, scheduler ticking; and
-    whether the schedule is paused."""
-    checks = {"database": False, "migrations": False, "recovery": False}
+    """Database reachable and writable, migrations at head, start-up recovery done, scheduler
+    ticking; and whether the schedule is paused."""
+    checks = {"database": False, "writable": False, "migrations": False, "recovery": False}
     problems: list[str] = []
     schedule: Schedule = None
     try:
         with probe_engine().connect() as connection:  # one connection for every check
-            connection.execute(text("SELECT 1"))
+            in_recovery, read_only = connection.execute(text(READ_ONLY)).one()
             checks["database"] = True
+            checks["writable"] = not (in_recovery or read_only)
             checks["migrations"] = schema_is_current(connection)
             if checks["migrations"]:
                 schedule = "paused" if schedule_state.is_paused(connection) else "running"
+        if not checks["writable"]:
+            why = "a standby in recovery" if in_recovery else "default_transaction_read_only"
+            problems.append(f"database is read-only ({why}): runs cannot be recorded")
         if not checks["migrations"]:
             problems.append("the schema is not at the newest migration")
     except Exception as exc:  # a down database is an answer here, not an error
@@ -94,6 +113,16 @@ def readiness(app: FastAPI) -> tuple[dict[str, bool], list[str], Schedule]:
 
 def readiness_checks(app: FastAPI) -> dict[str, bool]:
     return readiness(app)[0]
+
+
+def replica_health() -> ReplicaHealth | None:
+    if not db_routing.replica_configured():
+        return None
+    db_routing.ensure_monitor()
+    state = db_routing.replica_state()
+    return ReplicaHealth(
+        serving_reads=state.serves_reads(), lag_seconds=state.lag_seconds, problem=state.problem
+    )
 
 
 @router.get(
@@ -116,7 +145,7 @@ async def read_readiness(request: Request) -> Readiness:
         checks=checks,
         problems=problems,
         schedule=schedule,
+        replica=replica_health(),
     )
-    if health.status != HealthStatus.ok:
-        return JSONResponse(health.model_dump(mode="json"), status_code=503)  # type: ignore[return-value]
-    return health
+    status = 200 if health.status == HealthStatus.ok else 503
+    return JSONResponse(health.model_dump(mode="json"), status_code=status)  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import Connection
 
 from app.api import conditional, responses
-from app.api.deps import in_read_thread
+from app.api.deps import crew_snapshot_connection, in_read_thread
 from app.change_models import CrewVersionPublic
 from app.models import HEX24_ANY_CASE, Page
 
@@ -40,7 +40,7 @@ async def read_crew_member_history(
     """Every state the member has had, newest first: its fields, the run that opened the
     version, `valid_from` and `valid_to` (null for the current version)."""
     page = (crew_id.lower(), limit, offset)
-    return await in_read_thread(history_page, request, *page, snapshot=True)
+    return await in_read_thread(history_page, request, *page, connect=crew_snapshot_connection)
 
 
 def history_page(

@@ -26,7 +26,7 @@ from app.api.responses import (
 )
 from app.config import settings
 from app.db import get_engine
-from app.logs import database_cause
+from app.db_errors import driver_cause as database_cause
 from app.shapes import ALWAYS_SENT
 from app.status.chart import format_count, format_seconds, run_chart
 from app.status.summary import Snapshot, read_snapshot, run_counts

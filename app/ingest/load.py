@@ -34,10 +34,18 @@ VERSION_CLOSE = """
     RETURNING v.crew_id, v.deleted_at
 """
 
+# The load transaction holds this advisory lock, (RUN_LOCK_CLASS, run id), for as long as it
+# lives: it names the backend running the run's transaction, and only while it runs it (see
+# runs.END_LOAD_CONNECTIONS), which a session's application_name cannot do behind a
+# transaction-mode pooler, where the server connection serves other clients afterwards.
+RUN_LOCK_CLASS = 0x63726577  # "crew"
 # crew_seen: ids of the run's valid records. crew_kept: ids of its records that failed
 # validation, whose rows keep their last good state instead of being soft-deleted. The run
 # widens the name bounds itself, once (WIDEN_NAME_BOUNDS), not the trigger page by page.
-SETUP = """
+# Settings are the transaction's (SET LOCAL, set_config(..., true)): nothing outlives it.
+SETUP = f"""
+SELECT pg_advisory_xact_lock({RUN_LOCK_CLASS}, %(run_id)s);
+SET LOCAL TimeZone = 'UTC';
 CREATE TEMP TABLE crew_seen (id varchar(24) PRIMARY KEY) ON COMMIT DROP;
 CREATE TEMP TABLE crew_kept (id varchar(24) PRIMARY KEY) ON COMMIT DROP;
 SELECT set_config('crew_etl.name_bounds', 'by_run', true)
@@ -136,9 +144,10 @@ class PageResult:
     repeated_ids: list[str]
 
 
-def begin(cursor: Any) -> int:
-    """Create the run's staging tables; return the number of active crew before the run."""
-    cursor.execute(SETUP)
+def begin(cursor: Any, run_id: int) -> int:
+    """Open the run's transaction (its lock, settings and staging tables); return the number of
+    active crew before the run."""
+    cursor.execute(SETUP, {"run_id": run_id})
     cursor.execute("SELECT count(*) FROM crew WHERE deleted_at IS NULL")
     return int(cursor.fetchone()[0])
 

@@ -21,6 +21,7 @@ from app.models import IngestRun, RunStatus
 
 log = structlog.get_logger("crew_etl.ingest")
 
+UPKEEP_LIMITS = "SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '10min'"
 POLL_SECONDS = 0.5  # how often a run waiting on the upstream checks whether it must stop
 CHANGES_SPOOL_BYTES = 8 * 1024 * 1024  # a dry run's change list beyond this waits on disk
 
@@ -60,14 +61,11 @@ def run_pipeline(
     """Everything a run writes to `crew` happens in this one transaction, committed at the end."""
     policy = extract.FetchPolicy.from_settings(settings)
     connection = background_engine().raw_connection()
-    connection.detach()  # named after the run (see runs.LOAD_CONNECTION_NAME): never pooled
+    connection.detach()  # may be terminated by another process (runs.END_LOAD_CONNECTIONS)
     try:
-        local.backend_pid = connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+        local.load_connection = connection.dbapi_connection
         cursor = connection.cursor()
-        name = runs.LOAD_CONNECTION_NAME.format(run_id=local.run_id)
-        cursor.execute("SELECT set_config('application_name', %s, false)", (name,))
-        connection.commit()
-        active_before = load.begin(cursor)
+        active_before = load.begin(cursor, local.run_id)
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
             pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
@@ -93,13 +91,13 @@ def run_pipeline(
             finish_dry_run(cursor, local.run_id, counts, drift)
             return
         commit_success(cursor, local.run_id, counts, drift)
-        local.backend_pid = None  # committed: nothing left for the watchdog to cancel
+        local.load_connection = None  # committed: nothing left for the watchdog to cancel
         refresh_statistics(cursor, counts, active_before)
     except BaseException:
         quietly(connection.rollback)  # on a dead connection this fails too: keep the cause
         raise
     finally:
-        local.backend_pid = None
+        local.load_connection = None
         quietly(connection.close)
 
 
@@ -145,15 +143,21 @@ def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> No
         return
     large = written > 0.1 * active_before
     try:
-        cursor.connection.autocommit = True  # VACUUM runs outside a transaction
-        # Renamed: a connection named after a run that has ended is ended as an orphan.
-        cursor.execute("SELECT set_config('application_name', 'crew-etl upkeep', false)")
         # Bounded: an operator's long ANALYZE or index build must not hold the run's thread.
-        cursor.execute("SET lock_timeout = '5s'; SET statement_timeout = '10min'")
+        # Per transaction, and SKIP_LOCKED for VACUUM (which cannot run in one): a session
+        # setting would outlive us on a pooler's server connection.
+        cursor.execute(UPKEEP_LIMITS)
         load.clean_gin_pending_lists(cursor)
-        cursor.execute("VACUUM (ANALYZE) crew" if large else "VACUUM crew")
+        cursor.connection.commit()
+        cursor.connection.autocommit = True  # VACUUM runs outside a transaction
+        cursor.execute(
+            "VACUUM (SKIP_LOCKED, ANALYZE) crew" if large else "VACUUM (SKIP_LOCKED) crew"
+        )
         if large:
-            cursor.execute("ANALYZE crew_versions")
+            cursor.execute("ANALYZE (SKIP_LOCKED) crew_versions")
+        for notice in cursor.connection.notices:
+            if "lock not available" in notice:
+                log.warning("index upkeep skipped a locked table", notice=notice.strip())
     except Exception:  # the run is committed; stale statistics and pending lists cost speed
         log.warning("index upkeep after the run failed", exc_info=True)
 
@@ -229,6 +233,9 @@ def record_progress(run_id: int, counts: RunCounts, rejects: list[validate.Rejec
         load.save_rejects(cursor, run_id, rejects)
         cancel = runs.record_progress(cursor, run_id, progress)
         connection.commit()
+    except Exception as exc:
+        runs.note_failed_write(exc)
+        raise
     finally:
         quietly(connection.close)
     return cancel

@@ -1,5 +1,5 @@
 """The runs this process is executing, shared by their threads, the watchdog and the signal
-handlers: each run's deadline, the backend of its load connection and why it must stop.
+handlers: each run's deadline, its load connection and why it must stop.
 
 `OWNER_ID` is stamped on every run this process creates; the run record only changes while it
 still names this owner (see app/ingest/runs.py).
@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 OWNER_ID = secrets.randbits(62)
 
@@ -17,7 +18,9 @@ OWNER_ID = secrets.randbits(62)
 class LocalRun:
     run_id: int
     deadline: float  # time.monotonic() past which the run must stop
-    backend_pid: int | None = None  # of the load connection, to cancel a statement it waits on
+    # the load connection (psycopg2's), whose statement the watchdog cancels when the run must
+    # stop: with the connection's own cancel key, which reaches no other client's work
+    load_connection: Any = None
     page: int = 1  # the page it is on, for the error when it times out
     stop_reason: str | None = None  # set once; the run stops, rolls back and ends with it
     stop_status: str = "failed"

@@ -9,6 +9,7 @@ Every write here that ends a run also queues its webhook event, in the same tran
 trigger on `ingest_runs` (migration 0013) writes the outbox row that app/notify delivers.
 """
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -17,11 +18,13 @@ from typing import Any
 import stamina
 import structlog
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app import db_errors
 from app.config import settings
 from app.db import background_engine, get_engine
+from app.ingest.load import RUN_LOCK_CLASS
 from app.ingest.registry import OWNER_ID
 
 log = structlog.get_logger("crew_etl.ingest")
@@ -59,27 +62,33 @@ UPDATE ingest_runs SET status = %(status)s, error = %(error)s, finished_at = clo
     rows_updated = 0, rows_unchanged = 0, rows_deleted = 0, rows_kept = 0
 WHERE {OWNED_AND_RUNNING}
 """
-# The load connection of a run names it, so a process that ends an abandoned run can also end
-# the transaction its silent owner still holds open (and the row locks that would block the
-# next run); the owner, if it wakes up, finds its connection gone.
-LOAD_CONNECTION_PREFIX = "crew-etl run "
-LOAD_CONNECTION_NAME = LOAD_CONNECTION_PREFIX + "{run_id}"
-END_LOAD_CONNECTIONS = """
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE application_name = ANY(%(names)s) AND datname = current_database()
-  AND pid <> pg_backend_pid()
+# A run's load transaction holds the advisory lock (load.RUN_LOCK_CLASS, run id) while it
+# lives, so a process that ends an abandoned run can also end the transaction its silent owner
+# still holds open (and the row locks that would block the next run); the owner, if it wakes
+# up, finds its connection gone. The lock names that transaction only, never a session: behind
+# a transaction-mode pooler the server connection is another client's once it has ended.
+LOAD_LOCKS = f"""
+pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {RUN_LOCK_CLASS}::oid
+  AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
-END_ORPHANED_LOAD_CONNECTIONS = """
-SELECT count(pg_terminate_backend(a.pid))
-FROM pg_stat_activity a JOIN ingest_runs r ON a.application_name = %(prefix)s || r.id
-WHERE r.status NOT IN ('queued', 'running') AND a.datname = current_database()
-  AND a.pid <> pg_backend_pid()
+END_LOAD_CONNECTIONS = f"""
+SELECT count(pg_terminate_backend(l.pid)) FROM {LOAD_LOCKS}
+  AND l.objid = ANY(%(ids)s::oid[])
+"""
+END_ORPHANED_LOAD_CONNECTIONS = f"""
+SELECT count(pg_terminate_backend(l.pid)) FROM {LOAD_LOCKS}
+  AND EXISTS (SELECT 1 FROM ingest_runs r
+              WHERE r.id = l.objid::bigint AND r.status NOT IN ('queued', 'running'))
 """
 WHY_NOT_OWNED = "SELECT status, owner_id, cancel_requested FROM ingest_runs WHERE id = %(id)s"
 
 
-# The database away or busy: worth trying again. Anything else would fail the same way again.
-TRANSIENT = (OperationalError, InterfaceError, PoolTimeout)
+# Since when (time.monotonic()) this process's last write failed for a transient reason (the
+# database read-only or away), if it did. No run could prove itself alive meanwhile: stale-run
+# reaping waits one stale window after that, so a live run is ended truthfully by its owner
+# instead of as `abandoned`.
+_writes_failed_at: float | None = None
 
 
 class RunLost(Exception):
@@ -117,9 +126,25 @@ def fenced(run_id: int) -> dict[str, Any]:
 
 @contextmanager
 def short_transaction(engine: Engine | None = None) -> Iterator[Connection]:
-    with (engine or background_engine()).begin() as connection:
-        connection.exec_driver_sql(SHORT_TIMEOUTS)
-        yield connection
+    try:
+        with (engine or background_engine()).begin() as connection:
+            connection.exec_driver_sql(SHORT_TIMEOUTS)
+            yield connection
+    except Exception as exc:
+        note_failed_write(exc)
+        raise
+
+
+def note_failed_write(exc: Exception) -> None:
+    global _writes_failed_at
+    if db_errors.is_transient(exc):
+        _writes_failed_at = time.monotonic()
+
+
+def writes_settled(stale_after_seconds: float) -> bool:
+    """No transient write failure here for a stale window: silence means abandonment again."""
+    failed_at = _writes_failed_at
+    return failed_at is None or time.monotonic() - failed_at > stale_after_seconds
 
 
 def queue_run(values: dict[str, Any]) -> int | None:
@@ -182,17 +207,20 @@ def finish_unsuccessful(run_id: int, status: str, error: str, values: dict[str, 
     land, or the run stays visibly alive (its heartbeat goes on) until it does. A run already
     ended by another process keeps that record."""
     retrying = stamina.retry_context(
-        on=TRANSIENT,
+        on=db_errors.is_transient,
         attempts=None,
         timeout=settings.INGEST_RUN_TIMEOUT_SECONDS,
         wait_initial=0.2,
         wait_max=5,
     )
     params = {**values, "status": status, "error": error, **fenced(run_id)}
-    for attempt in retrying:
-        with attempt, short_transaction() as connection:
-            if connection.exec_driver_sql(FINISH_UNSUCCESSFUL, params).rowcount == 0:
-                log.warning("run end not recorded: another process ended it first")
+    try:
+        for attempt in retrying:
+            with attempt, short_transaction() as connection:
+                if connection.exec_driver_sql(FINISH_UNSUCCESSFUL, params).rowcount == 0:
+                    log.warning("run end not recorded: another process ended it first")
+    except DBAPIError as exc:  # would fail the same way again: the run is left to be reaped
+        log.error("run end not recorded", run_id=run_id, cause=db_errors.describe(exc))
 
 
 def heartbeat(run_ids: list[int]) -> dict[int, bool]:
@@ -209,6 +237,8 @@ def reap_stale(stale_after_seconds: float, engine: Engine | None = None) -> list
     locks (on `crew`, or on the run's row if it was about to commit) that would block the next
     run, or this very update.
     """
+    if not writes_settled(stale_after_seconds):
+        return []
     with short_transaction(engine) as connection:
         stale = connection.exec_driver_sql(STALE, {"stale": stale_after_seconds}).scalars().all()
     if not stale:
@@ -227,13 +257,10 @@ def end_load_connections(run_ids: list[int] | None, engine: Engine | None = None
     running: an owner that lost its run must not keep its transaction, or its locks, open."""
     with short_transaction(engine) as connection:
         if run_ids is None:
-            params = {"prefix": LOAD_CONNECTION_PREFIX}
-            return int(
-                connection.exec_driver_sql(END_ORPHANED_LOAD_CONNECTIONS, params).scalar_one()
-            )
-        names = [LOAD_CONNECTION_NAME.format(run_id=run_id) for run_id in run_ids]
-        ended = connection.exec_driver_sql(END_LOAD_CONNECTIONS, {"names": names})
-        return int(ended.scalar_one())
+            statement, params = END_ORPHANED_LOAD_CONNECTIONS, {}
+        else:
+            statement, params = END_LOAD_CONNECTIONS, {"ids": run_ids}
+        return int(connection.exec_driver_sql(statement, params).scalar_one())
 
 
 def reap_stale_quietly() -> None:

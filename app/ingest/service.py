@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
-from app import metrics
+from app import db_errors, metrics
 from app.config import settings
 from app.db import background_engine
 from app.ingest import extract, listing, load, registry, runs, validate
@@ -198,6 +198,8 @@ def public_error(exc: Exception) -> str:
     if not type(original).__module__.startswith("psycopg2"):
         return f"internal error ({type(exc).__name__}); details in the log"
     code = getattr(original, "pgcode", None)
+    if code == db_errors.READ_ONLY:  # a failover to a standby, or the primary made read-only
+        return db_errors.describe(exc)
     cause = f"{type(original).__name__}, SQLSTATE {code}" if code else type(original).__name__
     if code is None or code.startswith(CONNECTION_LOST):  # no answer, or the server went away
         return f"database connection lost while loading ({cause}); details in the log"

@@ -22,12 +22,6 @@ from app.ingest import registry, runs
 
 log = structlog.get_logger("crew_etl.watchdog")
 
-# Only while that backend is still the run's load connection (a pid can be reused).
-CANCEL_STATEMENT = """
-SELECT pg_cancel_backend(pid) FROM pg_stat_activity
-WHERE pid = %(pid)s AND application_name = %(name)s
-"""
-
 
 class Watchdog:
     def __init__(self) -> None:
@@ -84,15 +78,18 @@ def timed_out(run: registry.LocalRun) -> str:
 def cancel_statements_of_stopped_runs() -> None:
     """A run told to stop may be waiting on a statement (a lock, a slow query): cancel it, so
     the run sees its stop reason now rather than when the statement ends. Again every tick: a
-    cancel that lands between two statements does nothing."""
+    cancel that lands between two statements does nothing. The cancel request carries the load
+    connection's own key: PostgreSQL, or PgBouncer in front of it, cancels only what that
+    connection runs."""
     for run in registry.local_runs():
-        pid = run.backend_pid
-        if run.stop_reason is None or pid is None:
+        connection = run.load_connection
+        if run.stop_reason is None or connection is None:
             continue
         log.warning("cancelling the statement of a stopped run", run_id=run.run_id)
-        with runs.short_transaction() as connection:
-            name = runs.LOAD_CONNECTION_NAME.format(run_id=run.run_id)
-            connection.exec_driver_sql(CANCEL_STATEMENT, {"pid": pid, "name": name})
+        try:
+            connection.cancel()
+        except Exception as exc:  # closed meanwhile: nothing left to cancel
+            log.debug("cancel not sent", run_id=run.run_id, error=type(exc).__name__)
 
 
 watchdog = Watchdog()

@@ -95,8 +95,7 @@ class Freshness(BaseModel):
     stale_after_seconds: float = Field(description="Age at which the data counts as stale")
     stale: bool = Field(description="Whether the data is older than that")
     hint: str | None = Field(
-        default=None,
-        description="What to do about the newest run's failure, as `crew-etl ingest` says it",
+        description="What to do about the newest run's failure, as `crew-etl ingest` says it"
     )
 
 
