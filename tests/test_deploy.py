@@ -48,15 +48,16 @@ def test_image_is_multi_stage_slim_and_locked() -> None:
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
 
 
-def test_image_runs_uvicorn_as_non_root_with_a_healthcheck() -> None:
+def test_image_runs_the_service_as_non_root_with_a_healthcheck() -> None:
     runtime = stages()["runtime"]
     user = next(line for line in runtime if line.startswith("USER "))
     assert user.split()[1].split(":")[0] not in ("root", "0")
     healthcheck = next(line for line in runtime if line.startswith("HEALTHCHECK "))
     assert "/healthz" in healthcheck
     command = next(line for line in runtime if line.startswith("CMD "))
-    assert "exec uvicorn app.main:app" in command
-    assert all(f"${name}" in command for name in ("HOST", "PORT", "WORKERS"))
+    assert "exec python -m app.cli serve" in command  # serve: several workers' metrics add up
+    assert all(f"${name}" in command for name in ("HOST", "PORT"))
+    assert "WORKERS=1" in " ".join(runtime)  # serve reads WORKERS from the environment
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
