@@ -86,7 +86,7 @@ def test_docs_render_in_a_browser_without_internet(
         assert "/crew/{crew_id}" in swagger.stdout
         redoc = chromium("--dump-dom", f"{server.url}/redoc")
         assert "redoc-wrap" in redoc.stdout, redoc.stderr[-2000:]
-        assert "Read Crew Member" in redoc.stdout or "read_crew_member" in redoc.stdout
+        assert "Get one crew member" in redoc.stdout or "get_crew_member" in redoc.stdout
         screenshot = tmp_path / "docs.png"
         shot = chromium(
             f"--screenshot={screenshot}", "--window-size=1280,900", f"{server.url}/docs"
