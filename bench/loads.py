@@ -50,10 +50,11 @@ def process(command: list[str], env: dict[str, str], ready_url: str) -> Iterator
 
 
 @contextlib.contextmanager
-def upstream(records: int, changed_every: int = 0) -> Iterator[str]:
+def upstream(records: int, changed_every: int = 0, dataset: str = "current") -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "tests.fake_upstream", "--records", str(records)]
     command += ["--port", str(port), "--changed-every", str(changed_every)]
+    command += ["--dataset", dataset]
     url = f"http://127.0.0.1:{port}"
     with process(command, dict(os.environ), f"{url}/v4/crew/query"):
         yield url

@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import settings
 from app.db import database_url
-from bench import loads, machine, reads
+from bench import datasets, loads, machine, reads
 from bench.report import Row, read_summary, render
 
 
@@ -125,18 +125,37 @@ def main() -> None:
         help="created afresh on the server (also NAME_before_versions); default $BENCH_DB",
     )
     parser.add_argument("--skip-index-costs", action="store_true")
+    parser.add_argument(
+        "--datasets",
+        default=",".join(datasets.names()),
+        help="comma-separated data sets read after the main table (bench/datasets.py); '' none",
+    )
+    parser.add_argument("--datasets-only", action="store_true", help="skip the main table")
     args = parser.parse_args()
-    rows, generator = run(args)
-    today = datetime.datetime.now(datetime.UTC).date()
-    print(
-        f"N = {args.records:,} records, {os.cpu_count()} cores, database {database_label()}, "
-        f"{today}; reads: 1 uvicorn worker, {reads.CLIENTS} connections, {generator}, "
+    print(machine_line(args))
+    if not args.datasets_only:
+        rows, _ = run(args)
+        print(render(rows))
+        print()
+        print(read_summary(rows, "list:"))
+        print(versions_summary(rows))
+    for name in filter(None, args.datasets.split(",")):
+        url = bench_database(f"{args.database}_set")
+        rows = datasets.one_set(name, url, args.records, (args.load_generator, args.read_seconds))
+        print(f"\n### Data set `{name}`\n")
+        print(render(rows))
+        print(read_summary(rows, ""))
+        drop_databases([url])
+
+
+def machine_line(args: argparse.Namespace) -> str:
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = " ".join(f"{n:.2f}" for n in os.getloadavg())
+    return (
+        f"N = {args.records:,} records, {os.cpu_count()} cores, load average {load}, database "
+        f"{database_label()}, {today}; reads: 1 uvicorn worker, {reads.CLIENTS} connections, "
         f"{args.read_seconds:g} s per URL\n"
     )
-    print(render(rows))
-    print()
-    print(read_summary(rows, "list:"))
-    print(versions_summary(rows))
 
 
 if __name__ == "__main__":
