@@ -31,8 +31,9 @@ LAST = (
     "Hoburg Alneyadi Fedyaev Isaacman Poteet Menon Gillis Kopra Cristoforetti Lindgren Watkins "
     "Hines Lopez Parmitano Fossum Fincke Gerst Wilmore Williams Dyson Tingle"
 ).split()
-# First names holding the needle, for the records that match.
-MATCHING_FIRST = ("Ann", "Joanna", "Susanna", "Marianne", "Hannah", "Shannon", "Anneke", "Zanna")
+# Last names holding the needle, for the records that match: with any first name, so the matches
+# spread over the whole name order (a walk in name order passes the others between them).
+MATCHING_LAST = ("Hermann", "Mann", "Neumann", "Bergmann", "Hoffmann", "Baumann", "Lehmann")
 AGENCIES = ("NASA", "SpaceX", "ESA", "JAXA")
 OTHER_AGENCIES = tuple(f"Agency {n:02d}" for n in range(19))
 STATUSES = ("active", "inactive", "retired", "unknown")
@@ -48,10 +49,10 @@ def spread(index: int, count: int, matches: int) -> bool:
 
 def person(index: int, matching: bool) -> str:
     mixed = index * 2_654_435_761 % 2**32  # a multiplicative hash: neighbours get far names
-    last = LAST[mixed // 7 % len(LAST)]
+    first = FIRST[mixed % len(FIRST)]
     if matching:
-        return f"{MATCHING_FIRST[mixed % len(MATCHING_FIRST)]} {last}"
-    return f"{FIRST[mixed % len(FIRST)]} {last}"
+        return f"{first} {MATCHING_LAST[mixed // 7 % len(MATCHING_LAST)]}"
+    return f"{first} {LAST[mixed // 7 % len(LAST)]}"
 
 
 def record(index: int, name: str, agency: str) -> dict[str, Any]:
