@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import settings
 from app.db import database_url
-from bench import datasets, loads, machine, reads
+from bench import datasets, first_minute, loads, machine, reads
 from bench.report import Row, read_summary, render
 
 
@@ -131,6 +131,9 @@ def main() -> None:
         help="comma-separated data sets read after the main table (bench/datasets.py); '' none",
     )
     parser.add_argument("--datasets-only", action="store_true", help="skip the main table")
+    parser.add_argument(
+        "--skip-first-minute", action="store_true", help="skip bench/first_minute.py's rows"
+    )
     args = parser.parse_args()
     print(machine_line(args))
     if not args.datasets_only:
@@ -139,6 +142,12 @@ def main() -> None:
         print()
         print(read_summary(rows, "list:"))
         print(versions_summary(rows))
+    if not args.skip_first_minute:
+        url = bench_database(f"{args.database}_first_minute")
+        svc_args = (args.load_generator, args.read_seconds)
+        print("\n### The first minute after a run\n")
+        print(render(first_minute.first_minute(url, args.records, svc_args)))
+        drop_databases([url])
     for name in filter(None, args.datasets.split(",")):
         url = bench_database(f"{args.database}_set")
         rows = datasets.one_set(name, url, args.records, (args.load_generator, args.read_seconds))
