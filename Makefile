@@ -33,7 +33,7 @@ lint: install
 	$(RUN) mypy
 
 bench: install  ## N records (default 200000) through the real ingest path, plus read load
-	$(RUN) python -m bench.run --records $(or $(N),200000)
+	$(RUN) --group bench python -m bench.run --records $(or $(N),200000) $(BENCH_ARGS)
 
 migrate: install  ## alembic upgrade head on the configured database
 	$(RUN) crew-etl migrate

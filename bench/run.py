@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
             rows += [baseline, loads.first_ingest(url, same, seconds, spares)]
         finally:
             drop_databases(spares)
+        dlt_url = bench_database(f"{args.database}_dlt")
+        rows.append(loads.dlt_first_load(dlt_url, same, seconds, rows[-1].seconds or 1))
+        drop_databases([dlt_url])
         rows.append(loads.ingest("re-ingest, unchanged", url, same, seconds))
         before = bench_database(f"{args.database}_before_versions")
         rows += loads.first_ingest_before_versions(before, same, seconds)
