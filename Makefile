@@ -48,7 +48,8 @@ lint: dev
 	$(RUN) mypy
 
 bench: dev  ## N records (default 200000) through the real ingest path, plus read load
-	$(RUN) python -m bench.run --records $(or $(N),200000)
+	@$(SYNC) --group dev --group embedded --group bench
+	$(RUN) python -m bench.run --records $(or $(N),200000) $(BENCH_ARGS)
 
 # The commands below print their own errors in one line: `@` keeps make from echoing them.
 migrate: runtime  ## alembic upgrade head on the configured database

@@ -327,7 +327,8 @@ class Page(BaseModel, Generic[ItemT]):
     limit: int = PydanticField(description="Page size asked for", examples=[100])
     offset: int = PydanticField(description="Matches skipped before this page", examples=[0])
     total_exact: bool = PydanticField(
-        default=True, description="False when `total` is an estimate (very broad crew filters)"
+        default=True,
+        description="False when `total` is an estimate (see `count` of `GET /crew`)",
     )
 
 

@@ -1,6 +1,7 @@
 """Write-side measurements: the COPY baseline, `crew-etl ingest` runs, what each index costs."""
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -50,10 +51,11 @@ def process(command: list[str], env: dict[str, str], ready_url: str) -> Iterator
 
 
 @contextlib.contextmanager
-def upstream(records: int, changed_every: int = 0) -> Iterator[str]:
+def upstream(records: int, changed_every: int = 0, dataset: str = "current") -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "tests.fake_upstream", "--records", str(records)]
     command += ["--port", str(port), "--changed-every", str(changed_every)]
+    command += ["--dataset", dataset]
     url = f"http://127.0.0.1:{port}"
     with process(command, dict(os.environ), f"{url}/v4/crew/query"):
         yield url
@@ -270,3 +272,29 @@ def high_water_kb(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def dlt_first_load(url: str, upstream_url: str, baseline: float, ingest_seconds: float) -> Row:
+    """dlt 1.31 loading the same data into the empty database `url` (bench/dlt_load.py), in a
+    child process: wall time, peak RSS, and its time over the first ingest's."""
+    if importlib.util.find_spec("dlt") is None:
+        note = "skipped: dlt is not installed (the bench dependency group: uv sync --group bench)"
+        return progress(Row("ingest: dlt 1.31, merge, paged REST source", note=note))
+    target = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    command = [sys.executable, "-m", "bench.dlt_load", upstream_url, target]
+    env = {**os.environ, "RUNTIME__LOG_LEVEL": "WARNING"}
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL)
+    peak_kb = 0
+    while child.poll() is None:
+        peak_kb = max(peak_kb, high_water_kb(child.pid))
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"dlt load exited {child.returncode}")
+    note = (
+        f"peak RSS {peak_kb / 1024:.0f} MB; {seconds / ingest_seconds:.2f}x the first ingest's time"
+    )
+    row = Row("ingest: dlt 1.31, merge, paged REST source", seconds=seconds, note=note)
+    row.ratio = seconds / baseline
+    return progress(row)

@@ -38,8 +38,11 @@ class Service:
 
 
 @contextlib.contextmanager
-def service(url: str, generator: str, seconds: int, **extra_env: str) -> Iterator[Service]:
-    """One uvicorn worker of the service on a free port (`extra_env`: more settings)."""
+def service(
+    url: str, generator: str, seconds: int, warm: bool = True, **extra_env: str
+) -> Iterator[Service]:
+    """One uvicorn worker of the service on a free port; `warm`: after a second of load;
+    `extra_env`: more settings."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
     command += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
@@ -49,7 +52,8 @@ def service(url: str, generator: str, seconds: int, **extra_env: str) -> Iterato
     with process(command, env, f"{base}/healthz"):
         # a second of load first, so that the first URL measured does not pay for filling the
         # worker's connection pool
-        (wrk if tool == "wrk" else httpx_load)(f"{base}/crew?limit=1", 1)
+        if warm:
+            (wrk if tool == "wrk" else httpx_load)(f"{base}/crew?limit=1", 1)
         yield Service(base, tool, seconds)
 
 

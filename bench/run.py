@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import settings
 from app.db import database_url
-from bench import loads, machine, reads, topology
+from bench import datasets, first_minute, loads, machine, reads, topology
 from bench.report import Row, read_summary, render
 
 
@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
             rows += [baseline, loads.first_ingest(url, same, seconds, spares)]
         finally:
             drop_databases(spares)
+        dlt_url = bench_database(f"{args.database}_dlt")
+        rows.append(loads.dlt_first_load(dlt_url, same, seconds, rows[-1].seconds or 1))
+        drop_databases([dlt_url])
         rows.append(loads.ingest("re-ingest, unchanged", url, same, seconds))
         before = bench_database(f"{args.database}_before_versions")
         rows += loads.first_ingest_before_versions(before, same, seconds)
@@ -134,18 +137,46 @@ def main() -> None:
     parser.add_argument(
         "--skip-topology", action="store_true", help="no PgBouncer and replica rows"
     )
+    parser.add_argument(
+        "--datasets",
+        default=",".join(datasets.names()),
+        help="comma-separated data sets read after the main table (bench/datasets.py); '' none",
+    )
+    parser.add_argument("--datasets-only", action="store_true", help="skip the main table")
+    parser.add_argument(
+        "--skip-first-minute", action="store_true", help="skip bench/first_minute.py's rows"
+    )
     args = parser.parse_args()
-    rows, generator = run(args)
-    today = datetime.datetime.now(datetime.UTC).date()
-    print(
-        f"N = {args.records:,} records, {os.cpu_count()} cores, database {database_label()}, "
-        f"{today}; reads: 1 uvicorn worker, {reads.CLIENTS} connections, {generator}, "
+    print(machine_line(args))
+    if not args.datasets_only:
+        rows, _ = run(args)
+        print(render(rows))
+        print()
+        print(read_summary(rows, "list:"))
+        print(versions_summary(rows))
+    if not args.skip_first_minute:
+        url = bench_database(f"{args.database}_first_minute")
+        svc_args = (args.load_generator, args.read_seconds)
+        print("\n### The first minute after a run\n")
+        print(render(first_minute.first_minute(url, args.records, svc_args)))
+        drop_databases([url])
+    for name in filter(None, args.datasets.split(",")):
+        url = bench_database(f"{args.database}_set")
+        rows = datasets.one_set(name, url, args.records, (args.load_generator, args.read_seconds))
+        print(f"\n### Data set `{name}`\n")
+        print(render(rows))
+        print(read_summary(rows, ""))
+        drop_databases([url])
+
+
+def machine_line(args: argparse.Namespace) -> str:
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = " ".join(f"{n:.2f}" for n in os.getloadavg())
+    return (
+        f"N = {args.records:,} records, {os.cpu_count()} cores, load average {load}, database "
+        f"{database_label()}, {today}; reads: 1 uvicorn worker, {reads.CLIENTS} connections, "
         f"{args.read_seconds:g} s per URL\n"
     )
-    print(render(rows))
-    print()
-    print(read_summary(rows, "list:"))
-    print(versions_summary(rows))
 
 
 if __name__ == "__main__":

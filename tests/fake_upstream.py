@@ -44,6 +44,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests import synthetic_sets
+
 # Synthetic records: each agency, each status, the names containing "han" (Shannon, Hannah) and
 # COMMON_LAUNCH each match a quarter of the records, independently of one another; every other
 # launch id is shared by about 0.2% of them.
@@ -109,10 +111,17 @@ class SyntheticRecords:
     """N synthetic records without holding them; records in `changed` get version 1. Their ids
     grow with their index, so natural order is id order, and `after` is a keyset read."""
 
-    def __init__(self, count: int, changed: frozenset[int] = frozenset(), start: int = 0) -> None:
+    def __init__(
+        self,
+        count: int,
+        changed: frozenset[int] = frozenset(),
+        start: int = 0,
+        dataset: str = "current",
+    ) -> None:
         self.count = count
         self.changed = changed
         self.start = start
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return max(self.count - self.start, 0)
@@ -122,11 +131,14 @@ class SyntheticRecords:
         return [self.record(self.start + i) for i in indexes]
 
     def record(self, index: int) -> dict[str, Any]:
-        return synthetic_crew(index, 1 if index in self.changed else 0)
+        version = 1 if index in self.changed else 0
+        if self.dataset == "current":
+            return synthetic_crew(index, version)
+        return synthetic_sets.SETS[self.dataset](index, self.count, version)
 
     def after(self, record_id: str) -> "SyntheticRecords":
         start = max(int(record_id, 16) + 1, self.start) if UPSTREAM_ID.fullmatch(record_id) else 0
-        return SyntheticRecords(self.count, self.changed, start)
+        return SyntheticRecords(self.count, self.changed, start, self.dataset)
 
 
 class FakeUpstream:
@@ -468,13 +480,15 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--changed-every", type=int, default=0, help="version-1 every Nth record")
     parser.add_argument("--fixture", type=Path, help="serve this JSON array instead")
+    sets = ["current", *synthetic_sets.SETS]
+    parser.add_argument("--dataset", choices=sets, default="current", help="synthetic_sets.py")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     args = parser.parse_args()
     changed = (
         frozenset(range(0, args.records, args.changed_every)) if args.changed_every else frozenset()
     )
-    records: Any = SyntheticRecords(args.records, changed)
+    records: Any = SyntheticRecords(args.records, changed, dataset=args.dataset)
     if args.fixture:
         records = json.loads(args.fixture.read_text())
     upstream = FakeUpstream(records)

@@ -179,24 +179,66 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
-def test_broad_filters_report_the_planner_estimate(
+def test_total_is_the_planner_estimate_by_default_exact_where_the_page_proves_it(
+    client: TestClient, loaded: list[dict[str, Any]]
+) -> None:
+    broad = client.get("/crew?agency=NASA&limit=3")
+    whole = client.get("/crew?agency=NASA").json()  # the first page holds every match
+    last = client.get("/crew?agency=NASA&limit=3&offset=8").json()  # skipped 8, holds 2
+    beyond = client.get("/crew?agency=NASA&offset=50").json()
+    after = client.get(f"/crew?agency=NASA&limit=9&cursor={broad.json()['next']}").json()
+
+    assert broad.json()["total_exact"] is False and broad.json()["total"] >= 4
+    assert broad.headers["vary"] == "Prefer" and "preference-applied" not in broad.headers
+    assert (whole["total"], whole["total_exact"], len(whole["items"])) == (10, True, 10)
+    assert (last["total"], last["total_exact"], len(last["items"])) == (10, True, 2)
+    assert (beyond["items"], beyond["total_exact"]) == ([], False)
+    # a page after a cursor has not seen what came before it
+    assert (after["total_exact"], len(after["items"])) == (False, 7) and after["total"] >= 7
+
+
+@pytest.mark.parametrize(
+    ("query", "headers"),
+    [
+        ("count=exact&", {}),
+        ("", {"Prefer": "count=exact"}),
+        ("", {"Prefer": 'return=minimal, COUNT="exact"; strict'}),
+        ("count=exact&", {"Prefer": "count=planned"}),  # the parameter wins
+    ],
+)
+def test_count_exact_counts_every_match_from_the_parameter_or_the_prefer_header(
+    client: TestClient, loaded: list[dict[str, Any]], query: str, headers: dict[str, str]
+) -> None:
+    first = client.get(f"/crew?{query}agency=NASA&limit=3", headers=headers)
+    cursor = first.json()["next"]
+    after = client.get(f"/crew?{query}agency=NASA&limit=3&cursor={cursor}", headers=headers)
+
+    assert (first.json()["total"], first.json()["total_exact"]) == (10, True)
+    applied = first.headers.get("preference-applied")
+    assert applied == ("count=exact" if "exact" in headers.get("Prefer", "") else None)
+    assert (after.json()["total"], after.json()["total_exact"]) == (10, True)
+
+
+def test_count_estimated_counts_when_few_matches_are_expected(
     client: TestClient, loaded: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app.api import crew
 
     monkeypatch.setattr(crew, "ESTIMATE_ABOVE", 5)
+    headers = {"Prefer": "count=estimated, count=exact"}  # the first count preference counts
 
-    broad = client.get("/crew?agency=NASA&limit=3").json()
-    narrow = client.get("/crew?agency=JAXA&limit=1").json()
-    whole = client.get("/crew?agency=NASA").json()  # the first page holds every match
+    broad = client.get("/crew?agency=NASA&limit=3", headers=headers)
+    narrow = client.get("/crew?agency=JAXA&limit=1&count=estimated").json()
+    planned = client.get("/crew?agency=JAXA&limit=1", headers={"Prefer": "count=nonsense"})
 
-    assert (broad["total"], broad["total_exact"], len(broad["items"])) == (10, False, 3)
+    assert (broad.json()["total_exact"], broad.headers["preference-applied"]) == (
+        False,
+        "count=estimated",
+    )
     assert (narrow["total"], narrow["total_exact"]) == (2, True)
-    assert (whole["total"], whole["total_exact"], len(whole["items"])) == (10, True, 10)
-    # later pages and pages after a cursor cannot count what they skipped
-    assert client.get("/crew?agency=NASA&offset=8").json()["total_exact"] is False
-    after = client.get(f"/crew?agency=NASA&limit=9&cursor={broad['next']}").json()
-    assert (after["total"], after["total_exact"], len(after["items"])) == (10, False, 7)
+    assert planned.json()["total_exact"] is False
+    assert "preference-applied" not in planned.headers
+    assert client.get("/crew?count=everything").status_code == 422
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime
 from sqlalchemy import Connection, Text, bindparam, cast, func
@@ -13,6 +13,7 @@ from sqlmodel import select
 
 from app.api import conditional, responses
 from app.api import cursor as cursors
+from app.api.crew_count import CrewCount, chosen
 from app.api.crew_query import PUBLIC_FIELDS, SOURCES, compiled, list_query, public_column
 from app.api.crew_sort import CrewSort
 from app.api.deps import crew_read_connection, in_read_thread
@@ -20,7 +21,7 @@ from app.models import HAS_TEXT, HEX24_ANY_CASE, CrewPublic, CrewStatus, CursorP
 
 router = APIRouter(prefix="/crew", tags=["crew"])
 
-# Above this many expected matches `total` is the planner's estimate and `total_exact` is false.
+# With `count=estimated`: above this many expected matches `total` is the planner's estimate.
 ESTIMATE_ABOVE = 10_000
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
 
@@ -109,7 +110,7 @@ def next_link(request: Request, next_cursor: str) -> str:
     response_model=CursorPage[CrewPublic],
     response_description="A page of crew members, with `next` to continue",
     operation_id="list_crew",
-    responses=responses.conditional_get(Link=responses.LINK_NEXT),
+    responses=responses.conditional_get(None, **responses.LIST_HEADERS),
 )
 async def read_crew(
     request: Request,
@@ -152,27 +153,46 @@ async def read_crew(
         ),
     ] = None,
     as_of: AsOf = None,
+    count: Annotated[
+        CrewCount | None,
+        Query(
+            description="How `total` is computed: `planned` (default) the planner's estimate, "
+            "exact where the page proves it; `estimated` an exact count when at most 10,000 "
+            "matches are expected, else as planned; `exact` a count of every match (costs a "
+            "scan of them). Wins over `Prefer: count=...`"
+        ),
+    ] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="RFC 7240 preferences; `count=exact|planned|estimated` chooses as the "
+            "`count` parameter does, and is echoed in `Preference-Applied` when applied",
+            examples=["count=exact"],
+        ),
+    ] = None,
 ) -> Response:
     """Crew members loaded from the upstream, filtered, sorted and paginated.
 
-    `total` is exact when `total_exact` is true; above 10,000 expected matches it is the
-    planner's estimate, so a page costs the same however many rows match. `next` (also sent as
+    `total` is exact when `total_exact` is true. By default (`count=planned`) it is the
+    planner's estimate, exact when the page itself proves it (a first page holding every match,
+    a last page by offset), so a page costs the same however many rows match; ask
+    `count=exact` (or `Prefer: count=exact`) for an exact count at the cost of a scan of the
+    matches, or `count=estimated` for an exact count of up to 10,000 matches. `next` (also sent as
     a `Link: <...>; rel="next"` header) continues after the last item in time independent of
     depth; `offset` reads and skips the rows before the page. With `as_of`, every filter, sort
     and page applies to the crew as they were at that instant.
     """
     filters = (agency, status, name, launch, include_deleted)
-    return await in_read_thread(
-        list_page,
-        request,
-        *filters,
-        sort,
-        limit,
-        offset,
-        cursor,
-        as_of,
-        connect=crew_read_connection,
+    # `prefer` declares the header; it may come more than once, so all of them are read.
+    mode, applied = chosen(count, request.headers.getlist("prefer"))
+    page = (sort, limit, offset, cursor, as_of, mode)
+    response = await in_read_thread(
+        list_page, request, *filters, *page, connect=crew_read_connection
     )
+    response.headers["Vary"] = "Prefer"
+    if applied:
+        response.headers["Preference-Applied"] = f"count={mode.value}"
+    return response
 
 
 def list_page(
@@ -188,6 +208,7 @@ def list_page(
     offset: int,
     cursor: str | None,
     as_of: datetime | None,
+    count_mode: CrewCount,
 ) -> Response:
     """The page `read_crew` answers, in a worker thread with its read connection."""
     source, source_params = source_at(as_of)
@@ -216,7 +237,7 @@ def list_page(
         if validators.matches(request):
             return conditional.not_modified(validators)
     keyset, skips = cursor is not None, offset > 0
-    statement = list_query(source, filters, sort, keyset, skips, trigrams)
+    statement = list_query(source, filters, sort, keyset, skips, trigrams, count_mode)
     params["matches_sql"] = bound_sql(connection, statement.matches, values | source_params)
     body, last, last_change = connection.exec_driver_sql(statement.response, params).one()
     validators = conditional.Validators.of(last_change)

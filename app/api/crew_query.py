@@ -24,6 +24,7 @@ from sqlalchemy import (
     case,
     cast,
     column,
+    false,
     func,
     literal_column,
     or_,
@@ -37,6 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.api.crew_count import CrewCount
 from app.api.crew_sort import CrewSort
 from app.change_models import CrewVersion
 from app.models import Crew, CrewPublic
@@ -242,21 +244,36 @@ def rows_of(found: Any) -> Any:
 
 
 def total_of(
-    relation: Any, conditions: list[ColumnElement[bool]], rows_in_page: Any, keyset: bool
+    relation: Any,
+    conditions: list[ColumnElement[bool]],
+    rows_in_page: Any,
+    keyset: bool,
+    count_mode: CrewCount,
 ) -> tuple[ColumnElement[Any], ColumnElement[bool]]:
-    """`total` and `total_exact`. A first page that holds every match has counted them; else
-    the planner's estimate, or an exact count when it expects at most `estimate_above` rows.
-    PostgreSQL runs each sub-plan only when a branch needs it: a whole first page runs neither
-    the EXPLAIN nor the count."""
+    """`total` and `total_exact` as `count_mode` computes them (app/api/crew_count.py).
+
+    What the page proves comes first and costs nothing: a first page that holds every match has
+    counted them, and so has a last page reached by offset (the offset skipped that many
+    matches). Otherwise an exact count, or the planner's estimate raised to what the page has
+    seen. PostgreSQL runs each sub-plan only when a branch needs it: a whole first page runs
+    neither the EXPLAIN nor the count."""
     estimate = select(func.planner_row_estimate(bindparam("matches_sql")).label("rows"))
     expected = select(estimate.cte("estimate").c.rows).scalar_subquery()
-    exact = expected <= bindparam("estimate_above")
     count = select(func.count()).select_from(relation).where(*conditions).scalar_subquery()
-    if keyset:  # a page after a cursor has not seen the matches before it
-        return case((exact, count), else_=expected), exact
-    limit = bindparam("limit", type_=Integer)
-    whole = and_(bindparam("offset") == literal_column("0"), rows_in_page <= limit)
-    return case((whole, rows_in_page), (exact, count), else_=expected), or_(whole, exact)
+    limit, offset = bindparam("limit", type_=Integer), bindparam("offset", type_=Integer)
+    # A cursor page has not seen the matches before it, an offset page knows `offset` of them.
+    zero: ColumnElement[int] = literal_column("0", Integer)
+    seen = rows_in_page if keyset else offset + rows_in_page
+    at_least = func.greatest(expected, case((rows_in_page > zero, seen), else_=zero))
+    whole: ColumnElement[bool] = false()
+    if not keyset:
+        whole = and_(rows_in_page <= limit, or_(offset == zero, rows_in_page > zero))
+    if count_mode is CrewCount.exact:
+        return case((whole, seen), else_=count), literal_column("true")
+    if count_mode is CrewCount.estimated:
+        cheap = expected <= bindparam("estimate_above")
+        return case((whole, seen), (cheap, count), else_=at_least), or_(whole, cheap)
+    return case((whole, seen), else_=at_least), whole
 
 
 @functools.cache
@@ -267,10 +284,12 @@ def list_query(
     keyset: bool,
     skips: bool = False,
     trigrams: bool = False,
+    count_mode: CrewCount = CrewCount.planned,
 ) -> ListQuery:
     """The statements for one combination of source, filters, sort and paging kind (keyset:
     after a cursor; skips: with an offset above 0). `trigrams`: the name filter's text is long
-    enough to have some, so a name-sorted walk can look up where to start."""
+    enough to have some, so a name-sorted walk can look up where to start. `count_mode`: how
+    `total` is computed."""
     relation = SOURCES[source]()
     conditions = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in filters]
     matches: Select[Any] = select(literal_column("1")).select_from(relation).where(*conditions)
@@ -320,7 +339,7 @@ def list_query(
     in_order = aggregate_order_by(member.table_valued(), *member_order)
     items = select(func.coalesce(func.json_agg(in_order), text("'[]'::json"))).scalar_subquery()
     rows_in_page = select(func.count()).select_from(page).scalar_subquery()
-    total, exact = total_of(relation, conditions, rows_in_page, keyset)
+    total, exact = total_of(relation, conditions, rows_in_page, keyset, count_mode)
     response = func.json_build_object(
         *(literal_column("'items'"), items),
         *(literal_column("'total'"), total),

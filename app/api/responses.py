@@ -35,6 +35,12 @@ CACHE_CONTROL = header("`no-cache`: revalidate before reuse", True)
 LINK_NEXT = header(
     'RFC 8288 link to the next page, `<...>; rel="next"`; absent on the last page', False
 )
+VARY_PREFER = header("`Prefer`: `total` depends on its `count` preference", True)
+PREFERENCE_APPLIED = header(
+    "`count=...` when the request's `Prefer` header chose how `total` was computed", False
+)
+# What a GET /crew page carries besides its validators.
+LIST_HEADERS = {"Link": LINK_NEXT, "Vary": VARY_PREFER, "Preference-Applied": PREFERENCE_APPLIED}
 VALIDATORS = {
     "ETag": header("Strong validator; send it back in If-None-Match", True),
     "Last-Modified": header(
