@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from app.config import settings
 from tests.conftest import crew_checksum, ingest, query_one
 from tests.fake_upstream import FakeUpstream, Fault, synthetic_crew
+from tests.raw_server import raw_server
 
 
 def query(upstream: FakeUpstream, body: Any) -> httpx.Response:
@@ -216,38 +217,19 @@ def test_a_base_url_with_a_path_prefix_and_a_query_string(
     assert set(upstream.request_urls) == {f"{upstream.url}/spacex/v4/crew/query?key=abc"}
 
 
+def trickle_headers(conn: socket.socket, stop: threading.Event) -> None:
+    """Answer with a status line sent one byte a second."""
+    conn.recv(65536)
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+        if stop.wait(1):
+            return
+        conn.sendall(bytes([byte]))
+
+
 @pytest.fixture(name="trickling_headers")
 def trickling_headers_fixture() -> Iterator[str]:
-    """A server that answers every request with a status line sent one byte a second."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            conn.recv(65536)
-            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
-                if stop.wait(1):
-                    return
-                try:
-                    conn.sendall(bytes([byte]))
-                except OSError:
-                    return
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed: the test is over
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    listener.close()
+    with raw_server(trickle_headers) as (url, _):
+        yield url
 
 
 def test_the_page_deadline_holds_while_headers_trickle(

@@ -20,6 +20,7 @@ from app.config import Settings, settings
 from app.ingest.extract import crew_query_url
 from tests.conftest import ingest, query_one
 from tests.fake_upstream import FakeUpstream, Fault, free_port, synthetic_crew
+from tests.raw_server import raw_server
 
 
 def deleted_ids() -> set[str]:
@@ -36,10 +37,7 @@ def active_count() -> int:
 def second_request_trickles_fixture() -> Iterator[tuple[str, list[bytes], list[int]]]:
     """An HTTP/1.1 server that keeps its connections alive: the first request is answered with a
     page of 2 (of 4) members, every later one with headers sent one byte every half second."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
     requests: list[bytes] = []
-    accepted = [0]
     envelope = {
         "docs": [synthetic_crew(0), synthetic_crew(1)],
         "totalDocs": 4,
@@ -66,45 +64,24 @@ def second_request_trickles_fixture() -> Iterator[tuple[str, list[bytes], list[i
             rest += conn.recv(65536)
         return head, rest[length:]
 
-    def serve(conn: socket.socket) -> None:
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
         buffer = b""
-        with conn:
-            while not stop.is_set():
-                try:
-                    got = read_request(conn, buffer)
-                except OSError:
-                    return
-                if got is None:
-                    return
-                head, buffer = got
-                requests.append(head)
-                if len(requests) == 1:
-                    conn.sendall(first)
-                    continue
-                for byte in trickle:
-                    if stop.wait(0.5):
-                        return
-                    try:
-                        conn.sendall(bytes([byte]))
-                    except OSError:
-                        return
-
-    def accept() -> None:
-        listener.settimeout(0.2)
         while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+            got = read_request(conn, buffer)
+            if got is None:
                 return
-            accepted[0] += 1
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+            head, buffer = got
+            requests.append(head)
+            if len(requests) == 1:
+                conn.sendall(first)
+                continue
+            for byte in trickle:
+                if stop.wait(0.5):
+                    return
+                conn.sendall(bytes([byte]))
 
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests, accepted
-    stop.set()
-    listener.close()
+    with raw_server(serve) as (url, accepted):
+        yield url, requests, accepted
 
 
 def test_the_page_deadline_holds_on_a_kept_alive_connection(
