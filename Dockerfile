@@ -33,10 +33,10 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", timeout=2)"]
-# exec: the service is PID 1 and receives SIGTERM itself (running ingests roll back). `serve`,
-# not uvicorn directly: with WORKERS > 1 it sets up the directory in which /metrics adds up
-# every worker's metrics.
-CMD ["sh", "-c", "exec python -m app.cli serve --host \"$HOST\" --port \"$PORT\""]
+# exec: the service is PID 1 and receives SIGTERM itself (running ingests roll back) and exits 0
+# once it has stopped. With WORKERS above 1 it starts through `serve`, which sets up the
+# directory in which /metrics adds up every worker's metrics (and exits 143 after SIGTERM).
+CMD ["sh", "-c", "if [ \"${WORKERS:-1}\" -gt 1 ]; then exec python -m app.cli serve --host \"$HOST\" --port \"$PORT\"; else exec uvicorn app.main:app --host \"$HOST\" --port \"$PORT\"; fi"]
 COPY --chown=app:app alembic.ini ./
 COPY --chown=app:app alembic ./alembic
 COPY --from=build /opt/venv /opt/venv
