@@ -210,17 +210,8 @@ def ingest(name: str, url: str, upstream_url: str, baseline: float, project: Pat
     """
     before = table_writes(url)
     command = [sys.executable, "-m", "app.cli", "ingest", "--allow-mass-delete"]
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        command, cwd=project, env=service_env(url, upstream_url), stdout=subprocess.DEVNULL
-    )
-    peak_kb = 0
-    while child.poll() is None:
-        peak_kb = max(peak_kb, high_water_kb(child.pid))
-        time.sleep(0.02)
-    seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        raise RuntimeError(f"{name}: crew-etl ingest exited {child.returncode}")
+    env = service_env(url, upstream_url)
+    seconds, peak_kb = timed_child(command, project, env, f"{name}: crew-etl ingest")
     after = table_writes(url)
     writes = ", ".join(f"{t} {n - before.get(t, 0):,}" for t, n in sorted(after.items()))
     note = f"rows written: {writes}; peak RSS {peak_kb / 1024:.0f} MB"
@@ -266,6 +257,21 @@ def migrate(url: str, project: Path = PROJECT) -> None:
     subprocess.run(command, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def timed_child(command: list[str], cwd: Path, env: dict[str, str], what: str) -> tuple[float, int]:
+    """Run `command` to its end: its wall time and its peak RSS in kB, sampled from /proc
+    (VmHWM); raises naming `what` when it fails."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    peak_kb = 0
+    while child.poll() is None:
+        peak_kb = max(peak_kb, high_water_kb(child.pid))
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"{what} exited {child.returncode}")
+    return seconds, peak_kb
+
+
 def high_water_kb(pid: int) -> int:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -283,15 +289,7 @@ def dlt_first_load(url: str, upstream_url: str, baseline: float, ingest_seconds:
     target = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     command = [sys.executable, "-m", "bench.dlt_load", upstream_url, target]
     env = {**os.environ, "RUNTIME__LOG_LEVEL": "WARNING"}
-    started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL)
-    peak_kb = 0
-    while child.poll() is None:
-        peak_kb = max(peak_kb, high_water_kb(child.pid))
-        time.sleep(0.02)
-    seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        raise RuntimeError(f"dlt load exited {child.returncode}")
+    seconds, peak_kb = timed_child(command, PROJECT, env, "dlt load")
     note = (
         f"peak RSS {peak_kb / 1024:.0f} MB; {seconds / ingest_seconds:.2f}x the first ingest's time"
     )
