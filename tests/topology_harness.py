@@ -70,7 +70,7 @@ class Cluster:
         else:
             run(
                 PG_BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", str(standby_of.port),
-                "-U", "postgres", "-D", self.data, "-R", "-X", "stream",
+                "-U", "postgres", "-D", self.data, "-R", "-X", "stream", "--checkpoint=fast",
             )  # fmt: skip
         self.start()
 
