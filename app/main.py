@@ -36,10 +36,12 @@ from app.logs import AccessLog, configure_logging
 from app.models import CrewPublic, IngestRejectPublic, IngestRunPublic
 from app.notify.worker import worker as webhook_worker
 from app.scheduler import run_schedule
+from app.uvicorn_cli import refuse_a_port_in_use
 
 # At import, before the server logs its first line: with LOG_FORMAT=json every line is JSON.
 configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 log = structlog.get_logger("crew_etl")
+refuse_a_port_in_use()
 
 SHUTDOWN_GRACE_SECONDS = 25
 DOCS_ASSETS = "/docs-assets"

@@ -133,6 +133,26 @@ def test_serve_on_a_port_in_use_says_which_port_to_use_before_migrating(taken_po
     ]
 
 
+@pytest.mark.parametrize("port_given", ["option", "UVICORN_PORT"])
+def test_uvicorn_on_a_port_in_use_says_which_port_to_use_before_migrating(
+    taken_port: int, port_given: str
+) -> None:
+    # uvicorn imports the app before it binds: the import refuses, before start-up migrates
+    # (the database is away too, and that is not what is reported)
+    command = [sys.executable, "-m", "uvicorn", "app.main:app"]
+    environment = {"DATABASE_URL": refused_url()}
+    if port_given == "option":
+        command += ["--port", str(taken_port)]
+    else:
+        environment["UVICORN_PORT"] = str(taken_port)
+    result = run(command, **environment)
+
+    assert result.returncode == 2
+    assert lines_of(result) == [
+        f"port {taken_port} is in use on 127.0.0.1; uvicorn app.main:app --port {taken_port + 1}"
+    ]
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_run_and_make_demo_on_a_port_in_use(taken_port: int) -> None:
     for target in ("run", "demo"):
