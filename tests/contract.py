@@ -10,6 +10,7 @@ a 405) fails the test that received it unless the test says it expects one
 """
 
 import functools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -51,6 +52,17 @@ class ContractResponse:
         self.headers = Headers(list(response.headers.items()))
 
 
+@functools.lru_cache(maxsize=4)
+def validator_of(document: str) -> OpenAPI:
+    """The validator of one document, built (and the document itself checked, which takes
+    about a second) once per process, not once per test."""
+    # an event stream is text, checked against its declared schema like text/plain
+    text = {"text/event-stream": plain_loads}
+    return OpenAPI.from_dict(
+        json.loads(document), config=Config(extra_media_type_deserializers=text)
+    )
+
+
 class Contract:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -58,11 +70,7 @@ class Contract:
 
     @functools.cached_property
     def openapi(self) -> OpenAPI:
-        # an event stream is text, checked against its declared schema like text/plain
-        text = {"text/event-stream": plain_loads}
-        return OpenAPI.from_dict(
-            self.app.openapi(), config=Config(extra_media_type_deserializers=text)
-        )
+        return validator_of(json.dumps(self.app.openapi(), sort_keys=True))
 
     def outside_document(self, request: httpx.Request) -> bool:
         """Whether an app route left out of the document answers this path."""
