@@ -41,8 +41,10 @@ dev: $(UV)
 run: runtime  ## serve on http://$(HOST):$(PORT), migrating first (embedded Postgres without DATABASE_URL)
 	@$(RUN) crew-etl serve --host $(HOST) --port $(PORT)
 
+# The project's modules are compiled first too: the suite starts a few hundred processes.
 test: dev  ## the whole suite against a real PostgreSQL, in parallel; prints its wall time
 	@start=$$(date +%s); status=0; \
+	$(RUN) python -m compileall -q app demo tests >/dev/null; \
 	$(RUN) pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS)) $(PYTEST_ARGS) || status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
