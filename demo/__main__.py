@@ -133,6 +133,7 @@ def main() -> None:
     except Problem as problem:
         exit_with(problem)
 
+    stop_like_ctrl_c_on(signal.SIGTERM, signal.SIGHUP)
     upstream = FakeUpstream(json.loads(SNAPSHOT.read_text())).start()
     print(f"stand-in upstream with the recorded snapshot: {upstream.url}", flush=True)
     # its own embedded database, whatever DATABASE_URL says: a run soft-deletes what it lacks
@@ -150,6 +151,13 @@ def main() -> None:
     finally:
         stop(service)
         upstream.stop()
+
+
+def stop_like_ctrl_c_on(*signals: signal.Signals) -> None:
+    """`kill` or a closed terminal stops the demo as Ctrl-C does: the service first, then the
+    embedded PostgreSQL (at exit), instead of leaving the database running."""
+    for signum in signals:
+        signal.signal(signum, lambda received, _: sys.exit(128 + received))
 
 
 def stop(service: subprocess.Popen[bytes]) -> None:

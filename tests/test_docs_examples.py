@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from app.embedded_postgres import running_server_pid
 from tests.conftest import wait_until
 from tests.fake_upstream import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 PAGES = [PROJECT / "README.md", PROJECT / "docs" / "getting-started.md"]
+STOP_SIGNALS = {"README.md": signal.SIGTERM, "getting-started.md": signal.SIGINT}
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 
@@ -98,10 +100,11 @@ def claim_for(line: str) -> Callable[[Answer], bool]:
 
 
 @pytest.fixture(name="demo")
-def demo_fixture(tmp_path: Path) -> Iterator[int]:
-    """`make demo` as a user runs it (python -m demo is its recipe), on a free port."""
-    port = free_port()
-    command = [sys.executable, "-m", "demo", "--port", str(port), "--data", str(tmp_path / "pg")]
+def demo_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
+    """`make demo` as a user runs it (python -m demo is its recipe), on a free port; stopped by
+    Ctrl-C (SIGINT) or by `kill` (SIGTERM), its embedded PostgreSQL with it either way."""
+    port, data = free_port(), tmp_path / "pg"
+    command = [sys.executable, "-m", "demo", "--port", str(port), "--data", str(data)]
     process = subprocess.Popen(
         command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -113,9 +116,11 @@ def demo_fixture(tmp_path: Path) -> Iterator[int]:
         wait_until(lambda: any("Ctrl-C stops" in line for line in printed), timeout=180)
         yield port
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+        stop_with = STOP_SIGNALS[request.node.callspec.id]
+        process.send_signal(stop_with)
+        assert process.wait(timeout=60) in (0, 128 + stop_with)
         stdout.close()
+        assert running_server_pid(data) is None
 
 
 def run_example(line: str, port: int, assignments: list[str], workdir: Path) -> Answer:
