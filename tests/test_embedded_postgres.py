@@ -64,6 +64,44 @@ def test_embedded_server_has_pg_trgm_and_stops_with_its_last_user() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def test_a_server_left_by_a_killed_user_stops_with_the_next_user_that_exits(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "pg"
+    script = (
+        "import sys, time; from pathlib import Path; "
+        "from app.embedded_postgres import start_embedded_postgres; "
+        "start_embedded_postgres(Path(sys.argv[1])); print('up', flush=True); "
+        "time.sleep(float(sys.argv[2]))"
+    )
+    killed = subprocess.Popen(
+        [sys.executable, "-c", script, data_dir, "600"],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert killed.stdout is not None and killed.stdout.readline() == "up\n"
+        killed.kill()  # SIGKILL: no exit handler runs, its server stays up
+        killed.wait(timeout=10)
+        assert running_server_pid(data_dir) is not None
+
+        # like a service restarted after that kill: it reuses the server and stops normally
+        restarted = subprocess.run(
+            [sys.executable, "-c", script, data_dir, "0"], cwd=PROJECT, timeout=60
+        )
+        assert restarted.returncode == 0
+        assert running_server_pid(data_dir) is None
+    finally:
+        killed.kill()
+        killed.wait(timeout=10)
+        if killed.stdout is not None:
+            killed.stdout.close()
+        pid = running_server_pid(data_dir)
+        if pid is not None:
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+
+
 def test_docker_image_dependencies_leave_the_embedded_server_out() -> None:
     exported = subprocess.run(
         [UV, "export", "--frozen", "--no-default-groups", "--no-emit-project", "--no-hashes"],
