@@ -14,7 +14,7 @@ import structlog
 
 from app.config import settings
 from app.db import background_engine
-from app.ingest import changes, extract, listing, load, registry, runs, validate
+from app.ingest import bulk, changes, extract, listing, load, registry, runs, validate
 from app.ingest.prefetch import Prefetcher
 from app.ingest.watchdog import timed_out
 from app.models import IngestRun, RunStatus
@@ -65,13 +65,16 @@ def run_pipeline(
     try:
         local.load_connection = connection.dbapi_connection
         cursor = connection.cursor()
-        active_before = load.begin(cursor, local.run_id)
+        active_before, stage = load.begin(cursor, local.run_id)
+        names: list[str] = []  # a first load's, for its name bounds (app/ingest/bulk.py)
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
             pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
             try:
                 while (page := next_page(local, pages)) is not None:
-                    load_one_page(cursor, local, page, counts, drift)
+                    load_one_page(cursor, local, page, counts, drift, stage)
+                    if stage is not None:
+                        names += page.names
                     on_progress(counts)
             finally:
                 pages.close()
@@ -84,12 +87,18 @@ def run_pipeline(
             active_before,
             settings.INGEST_MAX_DELETE_FRACTION,
             run.allow_mass_delete,
+            stage,
         )
-        load.widen_name_bounds(cursor)
+        if stage is None:
+            load.widen_name_bounds(cursor)
         check_stop(local)
         if run.dry_run:
             finish_dry_run(cursor, local.run_id, counts, drift)
             return
+        if stage is not None:
+            bulk.build(cursor, stage, names, lambda: background_engine().raw_connection())
+            check_stop(local)
+            bulk.move_in(cursor, stage)
         commit_success(cursor, local.run_id, counts, drift)
         local.load_connection = None  # committed: nothing left for the watchdog to cancel
         refresh_statistics(cursor, counts, active_before)
@@ -200,9 +209,10 @@ def load_one_page(
     page: validate.CheckedPage,
     counts: RunCounts,
     drift: validate.SchemaDrift,
+    stage: bulk.Stage | None,
 ) -> None:
     drift.add(page.drift)
-    result = load.load_page(cursor, local.run_id, page.crew_json, page.valid)
+    result = load.load_page(cursor, local.run_id, page.crew_json, page.valid, stage)
     load.keep_rows(cursor, page.kept_ids)
     rejects = page.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
     rejected = page.rejected + len(result.repeated_ids)
