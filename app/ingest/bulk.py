@@ -163,8 +163,8 @@ class Widening(threading.Thread):
             self.error = exc
 
 
-def move_in(cursor: Any, staged: Stage) -> None:
-    """Put the stage in crew's place, or its rows into crew if that cannot be done now: crew
+def move_in(cursor: Any, staged: Stage) -> bool:
+    """Put the stage in crew's place (True), or its rows into crew if that cannot be done now: crew
     gained rows, its lock was not granted in LOCK_TRIES tries, or something the catalog checks
     did not foresee (a view on crew) makes the drop fail."""
     for _ in range(LOCK_TRIES):
@@ -172,7 +172,7 @@ def move_in(cursor: Any, staged: Stage) -> None:
         try:
             if swap(cursor, staged):
                 cursor.execute("RELEASE SAVEPOINT crew_move")
-                return
+                return True
             reason, busy = "crew gained rows during the load", False
         except Exception as exc:
             code = getattr(exc, "pgcode", None)  # an error the server reported, else not ours
@@ -185,6 +185,7 @@ def move_in(cursor: Any, staged: Stage) -> None:
             break
         log.info("crew is busy; trying the move again", table=staged.table)
     insert_rows(cursor, staged, reason)
+    return False
 
 
 def swap(cursor: Any, staged: Stage) -> bool:

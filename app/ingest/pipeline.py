@@ -67,6 +67,7 @@ def run_pipeline(
         cursor = connection.cursor()
         active_before, stage = load.begin(cursor, local.run_id)
         names: list[str] = []  # a first load's, for its name bounds (app/ingest/bulk.py)
+        moved = False
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
             pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
@@ -98,10 +99,10 @@ def run_pipeline(
         if stage is not None:
             bulk.build(cursor, stage, names, lambda: background_engine().raw_connection())
             check_stop(local)
-            bulk.move_in(cursor, stage)
+            moved = bulk.move_in(cursor, stage)
         commit_success(cursor, local.run_id, counts, drift)
         local.load_connection = None  # committed: nothing left for the watchdog to cancel
-        refresh_statistics(cursor, counts, active_before)
+        refresh_statistics(cursor, counts, active_before, analyzed=moved)
     except BaseException:
         quietly(connection.rollback)  # on a dead connection this fails too: keep the cause
         raise
@@ -140,13 +141,15 @@ def finish_dry_run(
     commit_success(cursor, run_id, counts, drift)
 
 
-def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
+def refresh_statistics(
+    cursor: Any, counts: RunCounts, active_before: int, analyzed: bool = False
+) -> None:
     """After a run that wrote rows: empty the GIN pending lists it filled; VACUUM crew, so that
     the visibility map covers the rows it wrote (until then an index-only walk, such as a
     name-sorted page, visits the table for each of them); and ANALYZE after a large change
     (autovacuum's 10% rule, applied at once), so the very next reads are planned with the new
     row counts. A first load would otherwise be planned blind and read slowly until autovacuum
-    comes by."""
+    comes by. A first load analyzed crew before moving it in (`analyzed`, app/ingest/bulk.py)."""
     written = counts.rows_inserted + counts.rows_updated + counts.rows_deleted
     if not written:
         return
@@ -159,8 +162,9 @@ def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> No
         load.clean_gin_pending_lists(cursor)
         cursor.connection.commit()
         cursor.connection.autocommit = True  # VACUUM runs outside a transaction
+        analyze = large and not analyzed
         cursor.execute(
-            "VACUUM (SKIP_LOCKED, ANALYZE) crew" if large else "VACUUM (SKIP_LOCKED) crew"
+            "VACUUM (SKIP_LOCKED, ANALYZE) crew" if analyze else "VACUUM (SKIP_LOCKED) crew"
         )
         if large:
             cursor.execute("ANALYZE (SKIP_LOCKED) crew_versions")
