@@ -72,7 +72,12 @@ FROM pg_class c WHERE c.oid = 'crew'::regclass
 # Index builds sort in memory up to this much (the server's default, 64 MB, spills a GIN build
 # of 200,000 names to disk); the transaction's setting only.
 BUILD_MEMORY = "SET LOCAL maintenance_work_mem = '256MB'"
-WIDEN_FOR_NAMES = "SELECT crew_name_trigrams_widen_for_names(%s::text[])"
+WIDEN_FOR_NAMES = """
+SELECT crew_name_trigrams_widen_for_names(array(SELECT jsonb_array_elements_text(%s::jsonb)))
+"""
+# Pages of names per call: the names of all 200 pages of a 200,000-member load in one
+# parameter cost the process 35 MB at its peak (the string, its quoted copy, the query).
+WIDEN_PAGES = 20
 LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: keep it short
 LOCK_TRIES = 5
 LOCK_NOT_AVAILABLE = "55P03"
@@ -122,7 +127,8 @@ def on_stage(definition: str, table: str, number: int) -> str:
 
 def build(cursor: Any, staged: Stage, names: list[str], connect: Callable[[], Any]) -> None:
     """Build the stage's indexes and analyze it, while another connection widens the name
-    bounds for its names: all before the lock, while readers still read crew.
+    bounds for its names (`names`: a JSON array of them per page): all before the lock, while
+    readers still read crew.
 
     The bounds are widened and committed on their own (a connection from `connect`), at the
     same time as the index builds, on the core the run's fetch no longer needs: wider bounds
@@ -142,6 +148,11 @@ def build(cursor: Any, staged: Stage, names: list[str], connect: Callable[[], An
         raise widening.error
 
 
+def inner(array: str) -> str:
+    """A JSON array's elements, for joining with another's: '["a", "b"]' -> '"a", "b"'."""
+    return array[1:-1].strip() or "null"
+
+
 class Widening(threading.Thread):
     """crew_name_trigrams_widen_for_names(names) in a transaction of its own."""
 
@@ -155,7 +166,9 @@ class Widening(threading.Thread):
             connection = self.connect()
             try:
                 cursor = connection.cursor()
-                cursor.execute(WIDEN_FOR_NAMES, (self.names,))
+                for start in range(0, len(self.names), WIDEN_PAGES):
+                    pages = self.names[start : start + WIDEN_PAGES]
+                    cursor.execute(WIDEN_FOR_NAMES, ("[" + ",".join(map(inner, pages)) + "]",))
                 connection.commit()
             finally:
                 connection.close()
