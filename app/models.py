@@ -35,7 +35,7 @@ PRINTABLE = r"^[^\x00]*$"  # Postgres text cannot hold NUL
 HAS_TEXT = r"^[^\x00]*[^\s\x00\x1c-\x1f][^\x00]*$"
 HEX24_ANY_CASE = HEX24  # the name other modules import
 
-LaunchId = Annotated[str, StringConstraints(pattern=HEX24_ANY_CASE), AfterValidator(str.lower)]
+LaunchId = Annotated[str, StringConstraints(pattern=HEX24_ANY_CASE, to_lower=True)]
 
 
 def strip_lower(value: Any) -> Any:

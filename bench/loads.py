@@ -93,25 +93,34 @@ def copy_into(connection: Any, table: str, rows: str) -> float:
     return time.perf_counter() - started
 
 
-def physical_limit(url: str, upstream_url: str) -> tuple[Row, str]:
+BASELINE = "ingest: baseline, 1 GET + COPY (same indexes)"
+BASELINE_PRIMARY_KEY = "ingest: baseline, 1 GET + COPY (primary key only)"
+
+
+def physical_limit(url: str, upstream_url: str, primary_key_only: bool = False) -> tuple[Row, str]:
     """The fetch and COPY below, TRIES times, the median counting; also returns the rows in COPY
     format, for the index costs."""
     tries, rows = [], ""
     for _ in range(TRIES):
-        seconds, rows = one_physical_limit(url, upstream_url)
+        seconds, rows = one_physical_limit(url, upstream_url, primary_key_only)
         tries.append(seconds)
     median = statistics.median(tries)
-    case = "ingest: baseline, 1 GET + COPY (same indexes)"
-    return progress(Row(case, seconds=median, ratio=1.0, note=median_note(tries))), rows
+    case = BASELINE_PRIMARY_KEY if primary_key_only else BASELINE
+    return progress(Row(case, seconds=median, note=median_note(tries))), rows
 
 
-def one_physical_limit(url: str, upstream_url: str) -> tuple[float, str]:
+def one_physical_limit(
+    url: str, upstream_url: str, primary_key_only: bool = False
+) -> tuple[float, str]:
     """One GET of the whole array and one COPY into an empty table with crew's columns and
-    indexes: seconds, and the rows in COPY format."""
+    indexes (or its primary key only): seconds, and the rows in COPY format."""
     connection = connect(url)
+    like = "INCLUDING DEFAULTS INCLUDING GENERATED" if primary_key_only else "INCLUDING ALL"
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS crew_baseline")
-        cursor.execute("CREATE TABLE crew_baseline (LIKE crew INCLUDING ALL)")
+        cursor.execute(f"CREATE TABLE crew_baseline (LIKE crew {like})")
+        if primary_key_only:
+            cursor.execute("ALTER TABLE crew_baseline ADD PRIMARY KEY (id)")
     connection.commit()
     started = time.perf_counter()
     rows = "".join(map(copy_row, httpx.get(f"{upstream_url}/v4/crew", timeout=300).json()))
@@ -218,7 +227,13 @@ def ingest(name: str, url: str, upstream_url: str, baseline: float, project: Pat
     return progress(Row(f"ingest: {name}", seconds=seconds, ratio=seconds / baseline, note=note))
 
 
-def first_ingest(url: str, upstream_url: str, baseline: float, spare_urls: list[str]) -> Row:
+def first_ingest(
+    url: str,
+    upstream_url: str,
+    baseline: float,
+    spare_urls: list[str],
+    primary_key_baseline: float | None = None,
+) -> Row:
     """The first ingest into each spare database (empty, migrated here), then into `url`, which
     the later sections read: the median counts, with the rows written and peak RSS of the last."""
     tries = []
@@ -228,6 +243,8 @@ def first_ingest(url: str, upstream_url: str, baseline: float, spare_urls: list[
     times = [t.seconds or 0 for t in tries]
     seconds = statistics.median(times)
     note = f"{median_note(times)}; {tries[-1].note}"
+    if primary_key_baseline:
+        note += f"; {seconds / primary_key_baseline:.2f}x the primary-key-only baseline"
     return progress(Row("ingest: first", seconds=seconds, ratio=seconds / baseline, note=note))
 
 

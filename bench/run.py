@@ -78,9 +78,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
     with loads.upstream(args.records) as same:
         baseline, copy_rows = loads.physical_limit(url, same)
         seconds = baseline.seconds or 1
+        baseline.ratio = 1.0
+        primary_key, _ = loads.physical_limit(url, same, primary_key_only=True)
+        primary_key.ratio = (primary_key.seconds or 0) / seconds
         spares = [bench_database(f"{args.database}_first_{n}") for n in range(1, loads.TRIES)]
         try:
-            rows += [baseline, loads.first_ingest(url, same, seconds, spares)]
+            first = loads.first_ingest(url, same, seconds, spares, primary_key.seconds)
+            rows += [baseline, primary_key, first]
         finally:
             drop_databases(spares)
         dlt_url = bench_database(f"{args.database}_dlt")

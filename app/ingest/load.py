@@ -1,12 +1,14 @@
 """Set-based load into `crew` and `crew_versions` in the caller's transaction: upsert per page,
 soft delete; each statement writes a member's row and its version together. No HTTP."""
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from app.ingest import bulk
 from app.ingest.storable import storable_json, storable_text
 from app.models import CREW_FIELDS
 
@@ -54,6 +56,11 @@ SELECT set_config('crew_etl.name_bounds', 'by_run', true)
 # rows carry the run's now() as updated_at, inserted, updated or soft-deleted.
 WIDEN_NAME_BOUNDS = "SELECT crew_name_trigrams_widen_for_run()"
 
+# Where a page's rows go: crew, or a first load's stage table (app/ingest/bulk.py); which table
+# holds the ids the run saw: crew_seen, or that stage.
+TARGET = "__target__"
+SEEN = "__seen__"
+
 # One statement per page: parse the page's JSON in the server, remember its ids, skip ids an
 # earlier page had, then upsert and write only rows whose content differs (or that come back
 # from soft deletion), and version exactly those rows. xmax = 0 tells an inserted row from an
@@ -64,7 +71,7 @@ WITH page AS (
 ), fresh AS (
     INSERT INTO crew_seen SELECT id FROM page ON CONFLICT DO NOTHING RETURNING id
 ), changed_rows AS (
-    INSERT INTO crew AS c ({COLUMNS})
+    INSERT INTO {TARGET} AS c ({COLUMNS})
     SELECT {COLUMNS} FROM page JOIN fresh USING (id)
     ON CONFLICT (id) DO UPDATE SET {ASSIGN}, updated_at = now(), deleted_at = NULL
     WHERE ({CHANGED}, c.deleted_at) IS DISTINCT FROM ({INCOMING}, NULL)
@@ -83,15 +90,40 @@ SELECT
 FROM changed_rows
 """
 
+# A first load's page (app/ingest/bulk.py): the stage starts empty and only this run writes it,
+# so every record is new but one whose id an earlier page had, and the stage itself is the set
+# of ids seen (crew_seen stays empty).
+BULK_PAGE = f"""
+WITH page AS (
+    SELECT {COLUMNS} FROM jsonb_populate_recordset(NULL::crew, %(page)s::jsonb)
+), changed_rows AS (
+    INSERT INTO {TARGET} AS c ({COLUMNS}) SELECT {COLUMNS} FROM page
+    ON CONFLICT (id) DO NOTHING
+    RETURNING c.*
+), opened AS (
+    INSERT INTO crew_versions (
+        crew_id, valid_from, opened_run_id, op, {FIELDS}, created_at, deleted_at
+    )
+    SELECT r.id, r.updated_at, %(run_id)s, 'insert', {ROW_FIELDS}, r.created_at, r.deleted_at
+    FROM changed_rows r
+)
+SELECT
+    (SELECT coalesce(array_agg(id), '{{}}') FROM page
+     WHERE id NOT IN (SELECT id FROM changed_rows)),
+    count(*),
+    0
+FROM changed_rows
+"""
+
 KEEP = "INSERT INTO crew_kept SELECT unnest(%s::varchar[]) ON CONFLICT DO NOTHING"
 
 # Active rows the run saw no valid record for: kept (a rejected record named them) or vanished.
-COUNT_UNSEEN = """
+COUNT_UNSEEN = f"""
 SELECT
     count(*) FILTER (WHERE EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id)),
     count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id))
 FROM crew
-WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
+WHERE deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM {SEEN} s WHERE s.id = crew.id)
 """
 
 # Soft-delete crew this run did not see (valid or rejected), closing their versions and opening
@@ -100,7 +132,7 @@ SOFT_DELETE = f"""
 WITH changed_rows AS (
     UPDATE crew SET deleted_at = now(), updated_at = now()
     WHERE deleted_at IS NULL
-        AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
+        AND NOT EXISTS (SELECT 1 FROM {SEEN} s WHERE s.id = crew.id)
         AND NOT EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id)
     RETURNING crew.*
 ), closed AS ({VERSION_CLOSE.format(only="")}
@@ -144,17 +176,30 @@ class PageResult:
     repeated_ids: list[str]
 
 
-def begin(cursor: Any, run_id: int) -> int:
+def begin(cursor: Any, run_id: int) -> tuple[int, bulk.Stage | None]:
     """Open the run's transaction (its lock, settings and staging tables); return the number of
-    active crew before the run."""
+    active crew before the run, and the stage table its pages go to if it is a first load."""
     cursor.execute(SETUP, {"run_id": run_id})
     cursor.execute("SELECT count(*) FROM crew WHERE deleted_at IS NULL")
-    return int(cursor.fetchone()[0])
+    active = int(cursor.fetchone()[0])
+    return active, bulk.stage(cursor, run_id) if active == 0 else None
 
 
-def load_page(cursor: Any, run_id: int, page_json: str, valid: int) -> PageResult:
-    """Upsert one page of validated records, given as a JSON array of `valid` crew objects."""
-    cursor.execute(UPSERT_PAGE, {"page": page_json, "run_id": run_id})
+@functools.cache
+def on_tables(sql: str, target: str, seen: str) -> str:
+    return sql.replace(TARGET, target).replace(SEEN, seen)
+
+
+def load_page(
+    cursor: Any, run_id: int, page_json: str, valid: int, stage: bulk.Stage | None = None
+) -> PageResult:
+    """Upsert one page of validated records, given as a JSON array of `valid` crew objects,
+    into crew or the first load's stage."""
+    if stage is None:
+        sql = on_tables(UPSERT_PAGE, "crew", "crew_seen")
+    else:
+        sql = on_tables(BULK_PAGE, stage.table, stage.table)
+    cursor.execute(sql, {"page": page_json, "run_id": run_id})
     repeated, inserted, updated = cursor.fetchone()
     unchanged = valid - len(repeated) - inserted - updated
     return PageResult(inserted, updated, unchanged, list(repeated))
@@ -182,13 +227,19 @@ def refuse_many_rejects(rejected: int, fetched: int, max_fraction: float) -> Non
 
 
 def soft_delete_vanished(
-    cursor: Any, run_id: int, active_before: int, max_fraction: float, allow_mass_delete: bool
+    cursor: Any,
+    run_id: int,
+    active_before: int,
+    max_fraction: float,
+    allow_mass_delete: bool,
+    stage: bulk.Stage | None = None,
 ) -> tuple[int, int]:
     """Soft-delete crew the upstream no longer returns, refusing a mass deletion unless allowed.
 
     Returns (rows kept, rows deleted); kept rows are those only a rejected record named.
     """
-    cursor.execute(COUNT_UNSEEN)
+    seen = stage.table if stage else "crew_seen"
+    cursor.execute(on_tables(COUNT_UNSEEN, "crew", seen))
     kept, vanished = (int(n) for n in cursor.fetchone())
     if vanished and not allow_mass_delete and more_than(vanished, active_before, max_fraction):
         raise MassDeleteRefused(
@@ -196,7 +247,7 @@ def soft_delete_vanished(
             f"(more than INGEST_MAX_DELETE_FRACTION={max_fraction}); "
             "trigger the run with allow_mass_delete=true to accept"
         )
-    cursor.execute(SOFT_DELETE, {"run_id": run_id})
+    cursor.execute(on_tables(SOFT_DELETE, "crew", seen), {"run_id": run_id})
     return kept, int(cursor.fetchone()[0])
 
 

@@ -3,6 +3,7 @@
 How a run is created, and how its end is recorded, is app/ingest/service.py's business.
 """
 
+import json
 import queue
 import tempfile
 import time
@@ -14,7 +15,7 @@ import structlog
 
 from app.config import settings
 from app.db import background_engine
-from app.ingest import changes, extract, listing, load, registry, runs, validate
+from app.ingest import bulk, changes, extract, listing, load, registry, runs, validate
 from app.ingest.prefetch import Prefetcher
 from app.ingest.watchdog import timed_out
 from app.models import IngestRun, RunStatus
@@ -65,13 +66,17 @@ def run_pipeline(
     try:
         local.load_connection = connection.dbapi_connection
         cursor = connection.cursor()
-        active_before = load.begin(cursor, local.run_id)
+        active_before, stage = load.begin(cursor, local.run_id)
+        names: list[str] = []  # a first load's, as JSON arrays, for its name bounds (bulk.py)
+        moved = False
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
             pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
             try:
                 while (page := next_page(local, pages)) is not None:
-                    load_one_page(cursor, local, page, counts, drift)
+                    load_one_page(cursor, local, page, counts, drift, stage)
+                    if stage is not None:  # one string a page: 200,000 small ones cost 30 MB
+                        names.append(json.dumps(page.names))
                     on_progress(counts)
             finally:
                 pages.close()
@@ -84,15 +89,21 @@ def run_pipeline(
             active_before,
             settings.INGEST_MAX_DELETE_FRACTION,
             run.allow_mass_delete,
+            stage,
         )
-        load.widen_name_bounds(cursor)
+        if stage is None:
+            load.widen_name_bounds(cursor)
         check_stop(local)
         if run.dry_run:
             finish_dry_run(cursor, local.run_id, counts, drift)
             return
+        if stage is not None:
+            bulk.build(cursor, stage, names, lambda: background_engine().raw_connection())
+            check_stop(local)
+            moved = bulk.move_in(cursor, stage)
         commit_success(cursor, local.run_id, counts, drift)
         local.load_connection = None  # committed: nothing left for the watchdog to cancel
-        refresh_statistics(cursor, counts, active_before)
+        refresh_statistics(cursor, counts, active_before, analyzed=moved)
     except BaseException:
         quietly(connection.rollback)  # on a dead connection this fails too: keep the cause
         raise
@@ -131,13 +142,15 @@ def finish_dry_run(
     commit_success(cursor, run_id, counts, drift)
 
 
-def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> None:
+def refresh_statistics(
+    cursor: Any, counts: RunCounts, active_before: int, analyzed: bool = False
+) -> None:
     """After a run that wrote rows: empty the GIN pending lists it filled; VACUUM crew, so that
     the visibility map covers the rows it wrote (until then an index-only walk, such as a
     name-sorted page, visits the table for each of them); and ANALYZE after a large change
     (autovacuum's 10% rule, applied at once), so the very next reads are planned with the new
     row counts. A first load would otherwise be planned blind and read slowly until autovacuum
-    comes by."""
+    comes by. A first load analyzed crew before moving it in (`analyzed`, app/ingest/bulk.py)."""
     written = counts.rows_inserted + counts.rows_updated + counts.rows_deleted
     if not written:
         return
@@ -150,8 +163,9 @@ def refresh_statistics(cursor: Any, counts: RunCounts, active_before: int) -> No
         load.clean_gin_pending_lists(cursor)
         cursor.connection.commit()
         cursor.connection.autocommit = True  # VACUUM runs outside a transaction
+        analyze = large and not analyzed
         cursor.execute(
-            "VACUUM (SKIP_LOCKED, ANALYZE) crew" if large else "VACUUM (SKIP_LOCKED) crew"
+            "VACUUM (SKIP_LOCKED, ANALYZE) crew" if analyze else "VACUUM (SKIP_LOCKED) crew"
         )
         if large:
             cursor.execute("ANALYZE (SKIP_LOCKED) crew_versions")
@@ -200,9 +214,10 @@ def load_one_page(
     page: validate.CheckedPage,
     counts: RunCounts,
     drift: validate.SchemaDrift,
+    stage: bulk.Stage | None,
 ) -> None:
     drift.add(page.drift)
-    result = load.load_page(cursor, local.run_id, page.crew_json, page.valid)
+    result = load.load_page(cursor, local.run_id, page.crew_json, page.valid, stage)
     load.keep_rows(cursor, page.kept_ids)
     rejects = page.rejects + validate.repeated_id_rejects(result.repeated_ids, page.records)
     rejected = page.rejected + len(result.repeated_ids)

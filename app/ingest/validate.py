@@ -62,6 +62,8 @@ class SchemaDrift:
         for record in records:
             if isinstance(record, dict):
                 keys = record.keys()
+                if keys == KNOWN_FIELDS:  # the common case, compared in C
+                    continue
                 self.unknown_fields.update(keys - KNOWN_FIELDS)
                 self.missing_fields.update(KNOWN_FIELDS - keys)
 
@@ -98,6 +100,7 @@ class CheckedPage:
     rejected: int
     kept_ids: list[str]
     drift: SchemaDrift
+    names: list[str]  # of the valid records, for a first load's name bounds (app/ingest/bulk.py)
 
 
 def check_page(records: list[Any], keep_rejects: int) -> CheckedPage:
@@ -109,8 +112,16 @@ def check_page(records: list[Any], keep_rejects: int) -> CheckedPage:
     crew_json = PAGE_ADAPTER.dump_json(checked.crew).decode()
     rejects = checked.rejects
     kept_ids = known_ids(rejects)
+    names = [member.name for member in checked.crew]
     return CheckedPage(
-        records, crew_json, len(checked.crew), rejects[:keep_rejects], len(rejects), kept_ids, drift
+        records,
+        crew_json,
+        len(checked.crew),
+        rejects[:keep_rejects],
+        len(rejects),
+        kept_ids,
+        drift,
+        names,
     )
 
 

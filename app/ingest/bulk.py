@@ -1,0 +1,241 @@
+"""A first load builds crew in a table of its own and moves it in at the end, in the run's
+transaction. No HTTP.
+
+Written row by row, crew's secondary indexes cost more than the rows themselves (a COPY of
+200,000 members takes about 6 times as long with them as with the primary key alone), and every
+read during the run passes the run's uncommitted entries in them. Built once over rows already
+in place, they cost about half as much. So when crew has no row at all, a run writes its pages
+into a stage table that has crew's columns and primary key only (pages keep being upserted and
+versioned by the same statement, app/ingest/load.py), then builds on it every index crew has
+(read from the catalog, whatever the migrations made of them), widens the name bounds for its
+names and analyzes it; only then does it lock crew, drop the empty table and rename the stage
+into its place, with crew's index, constraint and trigger names, grants and comment. Readers
+wait for that lock only for the renames and the commit, never for the load.
+
+Anything that would not survive the move (another owner, row security, rules, extended
+statistics, a publication, column grants, foreign keys) keeps the run on the plain path. If
+crew gained rows meanwhile, or the lock is not granted in time, the stage's rows are inserted
+into crew instead: slower, same outcome.
+"""
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("crew_etl.ingest")
+
+# Only an empty crew, as the run's role owns it, with nothing a drop would take along unseen.
+ELIGIBLE = """
+SELECT NOT EXISTS (SELECT FROM crew)
+    AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+    AND c.relkind = 'r' AND c.reltablespace = 0 AND c.relreplident = 'd'
+    AND NOT c.relrowsecurity AND NOT c.relhasrules
+    AND NOT EXISTS (SELECT FROM pg_statistic_ext WHERE stxrelid = c.oid)
+    AND NOT EXISTS (SELECT FROM pg_publication_rel WHERE prrelid = c.oid)
+    AND NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = c.oid AND attacl IS NOT NULL)
+    AND NOT EXISTS (
+        SELECT FROM pg_constraint
+        WHERE (conrelid = c.oid AND contype NOT IN ('p', 'c', 'n')) OR confrelid = c.oid
+    )
+FROM pg_class c WHERE c.oid = 'crew'::regclass
+"""
+STAGE = """
+CREATE TABLE {stage} (LIKE crew INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
+    INCLUDING STORAGE INCLUDING STATISTICS INCLUDING COMMENTS INCLUDING COMPRESSION)
+"""
+# What the moved table must carry over: the primary key, the other indexes, the triggers.
+PRIMARY_KEY = """
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE conrelid = 'crew'::regclass AND contype = 'p'
+"""
+INDEXES = """
+SELECT c.relname, pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'crew'::regclass AND NOT i.indisprimary ORDER BY c.relname
+"""
+TRIGGERS = """
+SELECT tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger
+WHERE tgrelid = 'crew'::regclass AND NOT tgisinternal ORDER BY tgname
+"""
+TABLE = """
+SELECT c.reloptions, obj_description(c.oid, 'pg_class'),
+    (SELECT coalesce(array_agg(format('GRANT %s ON crew TO %s%s', a.privilege_type,
+        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)), '{}')
+     FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner)
+FROM pg_class c WHERE c.oid = 'crew'::regclass
+"""
+# Index builds sort in memory up to this much (the server's default, 64 MB, spills a GIN build
+# of 200,000 names to disk); the transaction's setting only.
+BUILD_MEMORY = "SET LOCAL maintenance_work_mem = '256MB'"
+WIDEN_FOR_NAMES = """
+SELECT crew_name_trigrams_widen_for_names(array(SELECT jsonb_array_elements_text(%s::jsonb)))
+"""
+# Pages of names per call: the names of all 200 pages of a 200,000-member load in one
+# parameter cost the process 35 MB at its peak (the string, its quoted copy, the query).
+WIDEN_PAGES = 20
+LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: keep it short
+LOCK_TRIES = 5
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+@dataclass(frozen=True)
+class Stage:
+    table: str
+    primary_key: tuple[str, str]  # crew's constraint name, definition
+    indexes: dict[str, str]  # crew's index name -> its definition on the stage
+    triggers: list[tuple[str, str, str]]
+    reloptions: list[str] | None
+    comment: str | None
+    grants: list[str]
+
+
+def stage(cursor: Any, run_id: int) -> Stage | None:
+    """Create the stage table for the run's pages if crew is empty and may be replaced."""
+    cursor.execute(ELIGIBLE)
+    if not cursor.fetchone()[0]:
+        return None
+    table = f"crew_load_{run_id}"
+    cursor.execute(PRIMARY_KEY)
+    primary_key = cursor.fetchone()
+    cursor.execute(INDEXES)
+    indexes = {name: on_stage(definition, table, n) for n, (name, definition) in enumerate(cursor)}
+    cursor.execute(TRIGGERS)
+    triggers = [tuple(row) for row in cursor.fetchall()]
+    cursor.execute(TABLE)
+    reloptions, comment, grants = cursor.fetchone()
+    cursor.execute(STAGE.format(stage=table))
+    cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey {primary_key[1]}")
+    if reloptions:
+        cursor.execute(f"ALTER TABLE {table} SET ({', '.join(reloptions)})")
+    return Stage(table, tuple(primary_key), indexes, triggers, reloptions, comment, list(grants))
+
+
+def on_stage(definition: str, table: str, number: int) -> str:
+    """crew's index definition, renamed and moved to the stage table."""
+    return re.sub(
+        r"INDEX \S+ ON (ONLY )?(\S+\.)?crew ",
+        rf"INDEX {table}_{number} ON \2{table} ",
+        definition,
+        count=1,
+    )
+
+
+def build(cursor: Any, staged: Stage, names: list[str], connect: Callable[[], Any]) -> None:
+    """Build the stage's indexes and analyze it, while another connection widens the name
+    bounds for its names (`names`: a JSON array of them per page): all before the lock, while
+    readers still read crew.
+
+    The bounds are widened and committed on their own (a connection from `connect`), at the
+    same time as the index builds, on the core the run's fetch no longer needs: wider bounds
+    than the names in crew cost a reader a longer walk, never a row, so they may commit before
+    the rows do, and stay if the run fails.
+    """
+    widening = Widening(names, connect)
+    widening.start()
+    try:
+        cursor.execute(BUILD_MEMORY)
+        for definition in staged.indexes.values():
+            cursor.execute(definition)
+        cursor.execute(f"ANALYZE {staged.table}")
+    finally:
+        widening.join()
+    if widening.error is not None:
+        raise widening.error
+
+
+def inner(array: str) -> str:
+    """A JSON array's elements, for joining with another's: '["a", "b"]' -> '"a", "b"'."""
+    return array[1:-1].strip() or "null"
+
+
+class Widening(threading.Thread):
+    """crew_name_trigrams_widen_for_names(names) in a transaction of its own."""
+
+    def __init__(self, names: list[str], connect: Callable[[], Any]) -> None:
+        super().__init__(name="name-bounds", daemon=True)
+        self.names, self.connect = names, connect
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            connection = self.connect()
+            try:
+                cursor = connection.cursor()
+                for start in range(0, len(self.names), WIDEN_PAGES):
+                    pages = self.names[start : start + WIDEN_PAGES]
+                    cursor.execute(WIDEN_FOR_NAMES, ("[" + ",".join(map(inner, pages)) + "]",))
+                connection.commit()
+            finally:
+                connection.close()
+        except BaseException as exc:  # handed to the run's thread, which fails the run
+            self.error = exc
+
+
+def move_in(cursor: Any, staged: Stage) -> bool:
+    """Put the stage in crew's place (True), or its rows into crew if that cannot be done now: crew
+    gained rows, its lock was not granted in LOCK_TRIES tries, or something the catalog checks
+    did not foresee (a view on crew) makes the drop fail."""
+    for _ in range(LOCK_TRIES):
+        cursor.execute("SAVEPOINT crew_move")
+        try:
+            if swap(cursor, staged):
+                cursor.execute("RELEASE SAVEPOINT crew_move")
+                return True
+            reason, busy = "crew gained rows during the load", False
+        except Exception as exc:
+            code = getattr(exc, "pgcode", None)  # an error the server reported, else not ours
+            if code is None:
+                raise
+            reason = f"{type(exc).__name__}: {str(exc).strip()}"
+            busy = code == LOCK_NOT_AVAILABLE
+        cursor.execute("ROLLBACK TO SAVEPOINT crew_move")  # raises if the connection is gone
+        if not busy:
+            break
+        log.info("crew is busy; trying the move again", table=staged.table)
+    insert_rows(cursor, staged, reason)
+    return False
+
+
+def swap(cursor: Any, staged: Stage) -> bool:
+    """Drop the empty crew and rename the stage into its place; False if crew has rows."""
+    cursor.execute("SELECT current_setting('lock_timeout')")
+    before = cursor.fetchone()[0]
+    cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    cursor.execute("LOCK TABLE crew IN ACCESS EXCLUSIVE MODE")
+    cursor.execute("SELECT set_config('lock_timeout', %s, true)", (before,))
+    cursor.execute("SELECT NOT EXISTS (SELECT FROM crew)")
+    if not cursor.fetchone()[0]:
+        return False
+    cursor.execute("DROP TABLE crew")
+    cursor.execute(f"ALTER TABLE {staged.table} RENAME TO crew")
+    name = staged.primary_key[0]
+    cursor.execute(f'ALTER TABLE crew RENAME CONSTRAINT {staged.table}_pkey TO "{name}"')
+    for number, index in enumerate(staged.indexes):
+        cursor.execute(f'ALTER INDEX {staged.table}_{number} RENAME TO "{index}"')
+    for trigger, definition, enabled in staged.triggers:
+        cursor.execute(definition)
+        if enabled == "D":
+            cursor.execute(f'ALTER TABLE crew DISABLE TRIGGER "{trigger}"')
+    for grant in staged.grants:
+        cursor.execute(grant)
+    if staged.comment is not None:
+        cursor.execute("COMMENT ON TABLE crew IS %s", (staged.comment,))
+    return True
+
+
+def insert_rows(cursor: Any, staged: Stage, reason: str) -> None:
+    """The stage's rows into crew as they are (timestamps included)."""
+    log.warning("crew not replaced; inserting the first load's rows", reason=reason)
+    cursor.execute(
+        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = 'crew'::regclass AND attnum > 0 AND NOT attisdropped "
+        "AND attgenerated = ''"
+    )
+    columns = cursor.fetchone()[0]
+    cursor.execute(f"INSERT INTO crew ({columns}) SELECT {columns} FROM {staged.table}")
+    cursor.execute(f"DROP TABLE {staged.table}")
