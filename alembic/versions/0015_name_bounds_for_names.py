@@ -6,7 +6,7 @@ which holds a lock readers wait on, so the widening cannot read them from `crew`
 crew_name_trigrams_widen_for_run() does. This function widens for the names it is given, by the
 same rule. Servers without pg_trgm get a function that does nothing, as in 0012.
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from alembic import op
 from sqlalchemy import text
 
-revision: str = "0016"
+revision: str = "0015"
 down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
