@@ -155,7 +155,9 @@ def main() -> None:
 
 def stop_like_ctrl_c_on(*signals: signal.Signals) -> None:
     """`kill` or a closed terminal stops the demo as Ctrl-C does: the service first, then the
-    embedded PostgreSQL (at exit), instead of leaving the database running."""
+    embedded PostgreSQL (at exit), instead of leaving the database running. Ctrl-C itself works
+    even where the demo was started with SIGINT ignored (from a shell's background job, say)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in signals:
         signal.signal(signum, lambda received, _: sys.exit(128 + received))
 

@@ -105,8 +105,14 @@ def demo_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int
     Ctrl-C (SIGINT) or by `kill` (SIGTERM), its embedded PostgreSQL with it either way."""
     port, data = free_port(), tmp_path / "pg"
     command = [sys.executable, "-m", "demo", "--port", str(port), "--data", str(data)]
+    # started with SIGINT ignored, as a shell's background job starts it: Ctrl-C must still stop it
     process = subprocess.Popen(
-        command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        command,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     printed: list[str] = []
     assert process.stdout is not None
@@ -118,8 +124,13 @@ def demo_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int
     finally:
         stop_with = STOP_SIGNALS[request.node.callspec.id]
         process.send_signal(stop_with)
-        assert process.wait(timeout=60) in (0, 128 + stop_with)
-        stdout.close()
+        try:
+            assert process.wait(timeout=60) in (0, 128 + stop_with)
+        finally:
+            if process.poll() is None:  # never leave it running behind a failure
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=60)
+            stdout.close()
         assert running_server_pid(data) is None
 
 
