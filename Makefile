@@ -18,8 +18,9 @@ RUN := $(UV) run --frozen --no-sync
 SYNC := $(UV) sync --frozen --inexact --quiet
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Parallel test workers (pytest-xdist); 0 runs the suite in one process.
-WORKERS ?= auto
+# Parallel test workers (pytest-xdist; auto: two per core); 0 runs the suite in one process.
+# Not WORKERS: that is the service's setting, which the tests' servers would inherit.
+TEST_WORKERS ?= auto
 
 .PHONY: install runtime dev docs docs-build run test lint bench migrate ingest runs psql reset demo \
 	compose-smoke clean
@@ -45,7 +46,7 @@ run: runtime  ## serve on http://$(HOST):$(PORT), migrating first (embedded Post
 test: dev  ## the whole suite against a real PostgreSQL, in parallel; prints its wall time
 	@start=$$(date +%s); status=0; \
 	$(RUN) python -m compileall -q app demo tests >/dev/null; \
-	$(RUN) pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS)) $(PYTEST_ARGS) || status=$$?; \
+	$(RUN) pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(PYTEST_ARGS) || status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
 lint: dev

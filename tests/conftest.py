@@ -93,6 +93,13 @@ os.environ.setdefault(RUN_VARIABLE, str(os.getpid()))
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two workers per core. The suite waits on the processes and servers it starts
+    (and on the database) more than it computes: with one worker per core a 2-core machine
+    stayed half idle."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """With workers coming (xdist starts them after this hook): the template, migrated once."""
     if _WORKER is not None or not session.config.pluginmanager.hasplugin("dsession"):
@@ -130,7 +137,8 @@ os.environ.update(
     INGEST_STALE_AFTER_SECONDS="10",
     LOG_FORMAT="json",
 )
-os.environ.pop("INGEST_API_TOKEN", None)
+for inherited in ("INGEST_API_TOKEN", "WORKERS"):  # the caller's service settings, not ours
+    os.environ.pop(inherited, None)
 
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
