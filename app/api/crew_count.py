@@ -9,24 +9,15 @@ query parameter or `Prefer: count=...` (RFC 7240). No database here.
 - `exact`: always count(*) of every match; costs a scan of the matches.
 """
 
-from enum import StrEnum
-from typing import Any
-
-from pydantic import GetJsonSchemaHandler
+from app.shapes import NamedEnum
 
 
-class CrewCount(StrEnum):
+class CrewCount(NamedEnum):
     """How `total` is computed; see the operation's description."""
 
     planned = "planned"
     estimated = "estimated"
     exact = "exact"
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> Any:
-        schema = handler.resolve_ref_schema(handler(core))
-        schema["x-enum-varnames"] = [member.name.upper() for member in cls]
-        return schema
 
 
 DEFAULT = CrewCount.planned

@@ -1,12 +1,9 @@
 """The sort keys of `GET /crew`, as the named enum the OpenAPI document and clients see."""
 
-from enum import StrEnum
-from typing import Any
-
-from pydantic import GetJsonSchemaHandler
+from app.shapes import NamedEnum
 
 
-class CrewSort(StrEnum):
+class CrewSort(NamedEnum):
     """Sort key of `GET /crew`; a leading `-` sorts descending."""
 
     name = "name"
@@ -17,10 +14,3 @@ class CrewSort(StrEnum):
     status_desc = "-status"
     updated_at = "updated_at"
     updated_at_desc = "-updated_at"
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> Any:
-        """Member names for generated clients (`NAME_DESC`, not `VALUE_1`)."""
-        schema = handler.resolve_ref_schema(handler(core))
-        schema["x-enum-varnames"] = [member.name.upper() for member in cls]
-        return schema
