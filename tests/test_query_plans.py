@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 
-from app.api import crew, crew_page
+from app.api import crew
 from app.db import get_engine
 from app.transaction_settings import without_prefix
 from tests import synthetic_sets
@@ -39,18 +39,8 @@ FROM jsonb_populate_recordset(NULL::crew, CAST(:records AS jsonb))
 """
 
 
-def caps_to_scale(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A capped walk passes the same share of these 4,000 rows as of 200,000 (app/api/
-    crew_page.py): 50 and 200 rows per row of a page of 100 are 2.5 % and 10 % of 200,000; of a
-    page of LIMIT here, 10 and 40. Left at 200,000's, a walk would be allowed most of the table,
-    which PostgreSQL rightly reads by a scan and a sort at this size."""
-    monkeypatch.setattr(crew_page, "WALK_ROWS_PER_PAGE_ROW", 10)
-    monkeypatch.setattr(crew_page, "INDEX_ONLY_WALK_ROWS_PER_PAGE_ROW", 40)
-
-
 @pytest.fixture(name="synthetic")
-def synthetic_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
-    caps_to_scale(monkeypatch)
+def synthetic_fixture() -> None:
     with get_engine().begin() as connection:
         connection.execute(text(LOAD), {"records": json.dumps(SyntheticRecords(ROWS)[:])})
         connection.execute(text("UPDATE crew SET deleted_at = now() WHERE id LIKE '%7'"))
@@ -94,29 +84,8 @@ def plan_of(client: TestClient, url: str) -> dict[str, Any]:
         return dict(connection.exec_driver_sql(explain, parameters).scalar_one()[0]["Plan"])
 
 
-def gave_way(nodes: list[dict[str, Any]]) -> bool:
-    """Whether the page's walk was capped and found less than a page in its rows
-    (app/api/crew_page.py): only then may the matches be collected and sorted."""
-    return any(
-        node["Node Type"] == "Subquery Scan" and node["Actual Rows"] <= LIMIT
-        for node in nodes
-        if node.get("Alias") == "walked"
-    )
-
-
-def collects(node: dict[str, Any]) -> bool:
-    """Whether `node` reads the matches collected after a capped walk gave way, or sorts them."""
-    return node.get("Alias") == "collected_row" or any(map(collects, node.get("Plans", [])))
-
-
 def problems(plan: dict[str, Any]) -> list[str]:
-    """What breaks the promise: a page from an index, no scan of the table, no sort of more
-    than a page. The one exception is stated by the plan itself: after a capped walk found less
-    than a page, the matches are collected and the first page of them sorted; on these few
-    thousand rows PostgreSQL may collect them by a scan (at scale, the trigram index:
-    test_matches_are_collected_by_the_trigram_index_at_scale)."""
     nodes = list(executed_nodes(plan))
-    excused = gave_way(nodes)
     found = []
     on_crew = [n for n in nodes if n.get("Relation Name") == "crew"]
     if not any(n.get("Index Name") for n in nodes):
@@ -124,12 +93,12 @@ def problems(plan: dict[str, Any]) -> list[str]:
     found += [
         f"sequential scan of crew ({n['Actual Rows']} rows)"
         for n in on_crew
-        if n["Node Type"] == "Seq Scan" and not (excused and collects(n))
+        if n["Node Type"] == "Seq Scan"
     ]
     for node in nodes:
         if node["Node Type"] in {"Sort", "Incremental Sort"}:
             rows_in = node["Plans"][0]["Actual Rows"] * node["Plans"][0]["Actual Loops"]
-            if rows_in > LIMIT + 1 and not (excused and collects(node)):
+            if rows_in > LIMIT + 1:
                 found.append(f"sort of {rows_in} rows")
     return found
 
@@ -293,13 +262,6 @@ def walk_of(plan: dict[str, Any]) -> dict[str, Any]:
     return walk
 
 
-def passed_over(plan: dict[str, Any]) -> int:
-    """The rows the name index walk read and dropped: filtered on the walk itself, or above it
-    where the walk is capped (the filters apply to the capped rows)."""
-    capped = nodes_where(plan, "Alias", "walked")
-    return sum(n.get("Rows Removed by Filter", 0) for n in [walk_of(plan), *capped])
-
-
 @pytest.mark.parametrize(
     "query",
     [
@@ -320,11 +282,12 @@ def test_a_name_sorted_walk_starts_at_the_first_name_that_can_match(
     # After an offset, a launch filter is checked on a plain walk (see above)
     offsets = [0] if "launch" in query else [0, LIMIT]
     for url in (f"/crew?{query}&limit={LIMIT}&offset={offset}" for offset in offsets):
-        plan = plan_of(client, url)
-        assert walk_of(plan)["Node Type"] == "Index Only Scan"
-        assert passed_over(plan) <= LIMIT, (url, passed_over(plan))
+        walk = walk_of(plan_of(client, url))
+        assert walk["Node Type"] == "Index Only Scan"
+        assert walk["Rows Removed by Filter"] <= LIMIT, (url, walk["Rows Removed by Filter"])
     # Without a trigram to look up (two letters), the walk starts at the first name.
-    assert passed_over(plan_of(client, f"/crew?name=vi&sort=name&limit={LIMIT}")) > ROWS // 2
+    walk = walk_of(plan_of(client, f"/crew?name=vi&sort=name&limit={LIMIT}"))
+    assert walk["Rows Removed by Filter"] > ROWS // 2
 
 
 # Sets whose name-filtered pages PostgreSQL reads by a scan and a sort of the matches at 4,000
@@ -344,12 +307,11 @@ def crew_counts(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("dataset", list(synthetic_sets.SETS))
 def test_a_name_filter_on_any_data_set_reads_one_page_and_counts_nothing_by_default(
-    client: TestClient, dataset: str, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, dataset: str
 ) -> None:
     """Whatever share of the names match (tests/synthetic_sets.py), a name-filtered page with
     any sort runs no count(*) by default (`count=planned`), and (but for SCANNED_WHEN_SMALL) reads
     an index and sorts at most a page. `count=exact` does run a count, and its total is right."""
-    caps_to_scale(monkeypatch)
     records = [synthetic_sets.SETS[dataset](i, ROWS, 0) for i in range(ROWS)]
     with get_engine().begin() as connection:
         connection.execute(text(LOAD), {"records": json.dumps(records)})
@@ -370,66 +332,3 @@ def test_a_name_filter_on_any_data_set_reads_one_page_and_counts_nothing_by_defa
     assert client.get(url).json()["total"] == matching
     if matching > LIMIT:
         assert crew_counts(plan_of(client, url))
-
-
-SCALE_ROWS = 20_000
-SORTED_BY = {
-    "agency": "coalesce(lower(agency), '')",
-    "status": "status",
-    "name": "name",
-    "updated_at": "updated_at",
-}
-
-
-def load_set(dataset: str, rows: int) -> None:
-    records = [synthetic_sets.SETS[dataset](i, rows, 0) for i in range(rows)]
-    with get_engine().begin() as connection:
-        connection.execute(text(LOAD), {"records": json.dumps(records)})
-    with get_engine().connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE crew"))
-
-
-def every_page(client: TestClient, url: str) -> list[str]:
-    ids: list[str] = []
-    body = client.get(url).json()
-    while True:
-        ids += [item["id"] for item in body["items"]]
-        if body["next"] is None:
-            return ids
-        body = client.get(f"{url}&cursor={body['next']}").json()
-
-
-def test_matches_are_collected_by_the_trigram_index_at_scale(client: TestClient) -> None:
-    """Every match of `match-1pct` (1 %) shares one agency and one status, after a quarter of
-    the table in agency order: a walk of the agency index passes thousands of rows before the
-    first. The capped walk gives way, and the matches (and only they) are read by the trigram
-    index and sorted; no scan of the table. Every page by cursor is the filter's."""
-    load_set("match-1pct", SCALE_ROWS)
-    matching = SCALE_ROWS // 100
-    for sort in ("agency", "-agency", "status", "-status"):
-        plan = plan_of(client, f"/crew?name={synthetic_sets.NEEDLE}&sort={sort}&limit={LIMIT}")
-        nodes = list(executed_nodes(plan))
-        assert gave_way(nodes), sort
-        assert nodes_where(plan, "Index Name", "ix_crew_name_trgm"), sort
-        assert not nodes_where(plan, "Node Type", "Seq Scan"), sort
-        sorted_rows = [
-            n["Plans"][0]["Actual Rows"] for n in nodes if n["Node Type"] == "Sort" and collects(n)
-        ]
-        assert sorted_rows == [matching], sort
-
-
-@pytest.mark.parametrize("dataset", ["match-1pct", "match-25pct", "few-names"])
-def test_capped_walks_page_as_the_filter_alone(client: TestClient, dataset: str) -> None:
-    """Whichever way a page is found (the capped walk, the matches collected, the walk going
-    on), the pages by cursor are exactly the filter's rows in sort order."""
-    load_set(dataset, SCALE_ROWS // 4)
-    for sort, descending in itertools.product(SORTED_BY, (False, True)):
-        direction = " DESC" if descending else ""
-        oracle = (
-            "SELECT id FROM crew WHERE name_folded LIKE '%ann%' AND deleted_at IS NULL "
-            f"ORDER BY {SORTED_BY[sort]}{direction}, id{direction}"
-        )
-        with get_engine().connect() as connection:
-            expected = [row.id for row in connection.execute(text(oracle))]
-        url = f"/crew?name={synthetic_sets.NEEDLE}&sort={'-' if descending else ''}{sort}&limit=97"
-        assert every_page(client, url) == expected, (dataset, sort, descending)

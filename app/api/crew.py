@@ -11,11 +11,10 @@ from pydantic import AwareDatetime
 from sqlalchemy import Connection, Text, bindparam, cast, func
 from sqlmodel import select
 
-from app.api import conditional, crew_page, responses
+from app.api import conditional, responses
 from app.api import cursor as cursors
-from app.api.crew_columns import PUBLIC_FIELDS, public_column
 from app.api.crew_count import CrewCount, chosen
-from app.api.crew_query import SOURCES, compiled, list_query
+from app.api.crew_query import PUBLIC_FIELDS, SOURCES, compiled, list_query, public_column
 from app.api.crew_sort import CrewSort
 from app.api.deps import crew_read_connection, in_read_thread
 from app.models import HAS_TEXT, HEX24_ANY_CASE, CrewPublic, CrewStatus, CursorPage
@@ -228,10 +227,6 @@ def list_page(
     trigrams = name is not None and len(name) >= 3
     if trigrams:
         params["name_text"] = name  # where a name-sorted walk starts
-    # where a capped walk gives way, and to what (app/api/crew_page.py)
-    index_only = crew_page.reads_ids_first(source, filters, sort, offset > 0)
-    params["walk_cap"] = crew_page.walk_cap(limit, index_only)
-    params["collect_at_most"] = crew_page.COLLECT_AT_MOST
     if cursor is not None:
         if offset:
             raise invalid("offset", "offset cannot be combined with cursor", offset)

@@ -34,24 +34,29 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.api.crew_columns import (
-    CHEAPEST_FIRST,
-    PUBLIC_FIELDS,
-    SORT_KEYS,
-    crew_condition,
-    directed,
-)
 from app.api.crew_count import CrewCount
-from app.api.crew_page import capped, key_checked, reads_ids_first, walked_or_collected, walked_page
 from app.api.crew_sort import CrewSort
 from app.change_models import CrewVersion
-from app.models import Crew
+from app.models import Crew, CrewPublic
 
 DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
+# What a crew member looks like in a response: the CrewPublic fields, in their order.
+PUBLIC_FIELDS = tuple(CrewPublic.model_fields)
+TIMESTAMP_FIELDS = {"created_at", "updated_at", "deleted_at"}
+# RFC 3339 in UTC with `Z`, as pydantic writes the other endpoints' timestamps.
+RFC3339_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def public_column(columns: Any, field: str) -> ColumnElement[Any]:
+    """A crew column as the API shows it: timestamps rendered as RFC 3339 UTC text."""
+    if field not in TIMESTAMP_FIELDS:
+        return columns[field]  # type: ignore[no-any-return]
+    utc = func.timezone(literal_column("'UTC'"), columns[field])
+    return func.to_char(utc, literal_column(f"'{RFC3339_UTC}'")).label(field)
 
 
 def crew_as_of() -> FromClause:
@@ -105,6 +110,53 @@ LAST_CHANGE: dict[str, Callable[[], ColumnElement[Any]]] = {
     "crew_as_of": last_change_as_of,
 }
 
+# The value each sort orders by, as an expression over a source's columns. Agency sorts the way
+# its filter compares (case-insensitively), with no agency as '' so that the key is never NULL:
+# a row comparison with NULL is unknown, which would stall a keyset walk at the first such row.
+SORT_KEYS: dict[str, Callable[[Any], ColumnElement[Any]]] = {
+    "name": lambda c: c.name,
+    "agency": lambda c: func.coalesce(func.lower(c.agency), literal_column("''")),
+    "status": lambda c: c.status,
+    "updated_at": lambda c: c.updated_at,
+}
+
+
+def crew_condition(name: str, c: Any) -> ColumnElement[bool]:
+    """The WHERE condition of one filter over columns `c`; its value is the bound parameter
+    `name`. Each compares the expression its index is built on (see migration 0006)."""
+    match name:
+        case "live":
+            return c.deleted_at.is_(None)  # type: ignore[no-any-return]
+        case "agency":
+            # lower() on both sides: PostgreSQL's case mapping, not Python's ("İSRO").
+            return SORT_KEYS["agency"](c) == func.lower(bindparam("agency"))
+        case "status":
+            return c.status == bindparam("status")  # type: ignore[no-any-return]
+        case "name":
+            # ILIKE as PostgreSQL computes it (lower() of both sides, then LIKE), with the
+            # crew's lower(name) stored (migration 0011) rather than computed per row.
+            return c.name_folded.like(func.lower(bindparam("name")), escape="\\")  # type: ignore[no-any-return]
+        case "launch":
+            return c.launches.contains(bindparam("launch", type_=ARRAY(String(24))))  # type: ignore[no-any-return]
+    raise ValueError(f"unknown crew filter {name!r}")
+
+
+# The order filters are checked in, row by row: PostgreSQL keeps the written order for conditions
+# of equal cost, and a walk in sort order can pass many rows, so the array test comes last.
+CHEAPEST_FIRST = ("live", "status", "agency", "name", "launch")
+
+# Filters whose columns a sort's index carries besides its key (migration 0011): with only these,
+# the page's ids can come from an index-only walk, and then only the page's rows are read from
+# the table. That pays when the walk passes many rows it does not return (a name filter, an
+# offset); otherwise reading the rows directly is cheaper than a second lookup by id.
+INDEX_ONLY_FILTERS = {"name": frozenset({"live", "name", "status", "agency"})}
+# Filters no index of a sort can carry (an array can outgrow a btree entry), checked on the table
+# beside an index-only walk: a join of crew to itself by primary key, with which PostgreSQL looks
+# up only the rows that pass the walk's filters, or starts from the filter's own index when few
+# rows match it (app/db.py keeps PostgreSQL 18 from folding the join back into one scan).
+CHECKED_BY_KEY = frozenset({"launch"})
+
+
 # Where a name-sorted walk with a name filter can start (migration 0012): a name containing the
 # text holds each of its trigrams, so it sorts at or after the lowest name holding any one of
 # them. Only windows of three ASCII letters or digits count: pg_trgm makes exactly those from
@@ -132,6 +184,12 @@ def walk_start(descending: bool) -> ColumnElement[Any]:
     return start.columns(column("start", String)).scalar_subquery()
 
 
+def directed(descending: bool, *keys: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
+    """ORDER BY keys, all in one direction: a descending sort is the exact reverse of its
+    ascending one, ties included, so one (key, id) index serves both."""
+    return tuple(key.desc() if descending else key.asc() for key in keys)
+
+
 @dataclass(frozen=True)
 class ListQuery:
     """The SQL of one list shape.
@@ -150,6 +208,39 @@ class ListQuery:
 
 def compiled(statement: Any) -> str:
     return str(statement.compile(dialect=DIALECT))
+
+
+def reads_ids_first(source: str, filters: frozenset[str], sort: CrewSort, skips: bool) -> bool:
+    """Whether the page's ids come from an index-only walk, then its rows by id."""
+    if source != "crew" or not ("name" in filters or skips):
+        return False
+    walk_only = INDEX_ONLY_FILTERS.get(sort.lstrip("-"), frozenset())
+    return filters - key_checked(filters, skips) <= walk_only
+
+
+def key_checked(filters: frozenset[str], skips: bool) -> frozenset[str]:
+    """The filters an index-only walk leaves to a lookup by primary key: beside a name filter,
+    which most rows walked fail on the index alone, and on a page that skips nothing. After an
+    offset, each row skipped would need its lookup, dearer than the plain walk's own read."""
+    return filters & CHECKED_BY_KEY if "name" in filters and not skips else frozenset()
+
+
+def rows_checked_by_key(found: Select[Any], walked: Any, filters: frozenset[str]) -> Any:
+    """The `page` CTE: the (id, sort_key) walk `found` over the crew rows `walked`, each row it
+    passes looked up by primary key and checked against `filters`. The lookup reads the whole
+    row, so the page's columns come with it."""
+    row = Crew.__table__.alias("checked_row")  # type: ignore[attr-defined]
+    conditions = (crew_condition(name, row.c) for name in CHEAPEST_FIRST if name in filters)
+    columns = (public_column(row.c, f) for f in PUBLIC_FIELDS)
+    checked = found.join_from(walked, row, row.c.id == walked.c.id).where(*conditions)
+    return checked.with_only_columns(*columns, found.selected_columns.sort_key).cte("page")
+
+
+def rows_of(found: Any) -> Any:
+    """The crew rows of the (id, sort_key) pairs `found`, as the `page` CTE."""
+    crew = Crew.__table__.alias("member_row")  # type: ignore[attr-defined]
+    columns = (public_column(crew.c, f) for f in PUBLIC_FIELDS)
+    return select(*columns, found.c.sort_key).join(found, found.c.id == crew.c.id).cte("page")
 
 
 def total_of(
@@ -205,7 +296,9 @@ def list_query(
     descending, sort_key = sort.startswith("-"), SORT_KEYS[sort.lstrip("-")]
     key, limit = sort_key(relation.c), bindparam("limit", type_=Integer)
     ids_first = reads_ids_first(source, filters, sort, skips)
-    start, position = [], []
+    by_key = key_checked(filters, skips) if ids_first else frozenset()
+    walked = filters - by_key
+    where = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in walked]
     # A cursor page starts after a match of the page before, so past that start already; and
     # with both bounds the planner may sort the rows after the cursor rather than walk them.
     if (
@@ -215,17 +308,26 @@ def list_query(
         and "name" in filters
         and key is relation.c.name
     ):
-        start.append(key <= walk_start(True) if descending else key >= walk_start(False))
+        where.append(key <= walk_start(True) if descending else key >= walk_start(False))
     if keyset:
+        position = tuple_(key, relation.c.id)
         after = tuple_(bindparam("after_key"), bindparam("after_id"))
-        at = tuple_(key, relation.c.id)
-        position.append(at < after if descending else at > after)
-    if capped(source, filters, skips, trigrams):
-        page = walked_or_collected(relation, key, filters, sort, ids_first, start, position)
+        where.append(position < after if descending else position > after)
+    # One row beyond the page tells whether another page follows.
+    found = (
+        select(relation.c.id, key.label("sort_key"))
+        .where(*where)
+        .order_by(*directed(descending, key, relation.c.id))
+        .offset(bindparam("offset"))
+        .limit(limit + literal_column("1"))
+    )
+    if by_key:
+        page = rows_checked_by_key(found, relation, by_key)
+    elif ids_first:
+        page = rows_of(found.cte("found"))
     else:
-        by_key = key_checked(filters, skips) if ids_first else frozenset()
-        bounds = [*start, *position]
-        page = walked_page(relation, key, filters, ids_first, by_key, descending, bounds, "page")
+        columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
+        page = found.with_only_columns(*columns, key.label("sort_key")).cte("page")
     in_page_order = directed(descending, page.c.sort_key, page.c.id)
     member = (
         select(*(page.c[f] for f in PUBLIC_FIELDS))
