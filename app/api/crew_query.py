@@ -23,7 +23,6 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    column,
     false,
     func,
     literal_column,
@@ -40,6 +39,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.api.crew_count import CrewCount
 from app.api.crew_sort import CrewSort
+from app.api.name_matches import collects, walk_start
 from app.change_models import CrewVersion
 from app.models import Crew, CrewPublic
 
@@ -157,33 +157,6 @@ INDEX_ONLY_FILTERS = {"name": frozenset({"live", "name", "status", "agency"})}
 CHECKED_BY_KEY = frozenset({"launch"})
 
 
-# Where a name-sorted walk with a name filter can start (migration 0012): a name containing the
-# text holds each of its trigrams, so it sorts at or after the lowest name holding any one of
-# them. Only windows of three ASCII letters or digits count: pg_trgm makes exactly those from
-# every name containing them, whatever the locale (it splits words elsewhere, and hashes
-# multibyte trigrams). Trigrams no name holds, or none at all, give no bound: the walk starts at
-# the first name. Mirrored for a descending walk. Same snapshot as the page.
-WALK_START = """
-SELECT coalesce({pick}(edge), (SELECT {first}(name) FROM crew))
-FROM (
-    SELECT (SELECT {first}(b.{edge}) FROM crew_name_trigrams AS b WHERE b.trigram = window_text)
-    FROM lower(:name_text) AS t(folded), generate_series(1, length(t.folded) - 2) AS i,
-        substr(t.folded, i, 3) AS window_text
-    WHERE window_text ~ '^[abcdefghijklmnopqrstuvwxyz0123456789]{{3}}$'
-) AS trigram_edges(edge)
-"""
-
-
-def walk_start(descending: bool) -> ColumnElement[Any]:
-    """The name a walk in name order passes no match before, for the bound `name_text`."""
-    pick, edge, first = (
-        ("min", "highest_name", "max") if descending else ("max", "lowest_name", "min")
-    )
-    start = text(WALK_START.format(pick=pick, edge=edge, first=first))
-    start = start.bindparams(bindparam("name_text", type_=Text))
-    return start.columns(column("start", String)).scalar_subquery()
-
-
 def directed(descending: bool, *keys: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
     """ORDER BY keys, all in one direction: a descending sort is the exact reverse of its
     ascending one, ties included, so one (key, id) index serves both."""
@@ -226,26 +199,27 @@ def key_checked(filters: frozenset[str], skips: bool) -> frozenset[str]:
 
 
 def rows_checked_by_key(found: Select[Any], walked: Any, filters: frozenset[str]) -> Any:
-    """The `page` CTE: the (id, sort_key) walk `found` over the crew rows `walked`, each row it
+    """The page: the (id, sort_key) walk `found` over the crew rows `walked`, each row it
     passes looked up by primary key and checked against `filters`. The lookup reads the whole
     row, so the page's columns come with it."""
     row = Crew.__table__.alias("checked_row")  # type: ignore[attr-defined]
     conditions = (crew_condition(name, row.c) for name in CHEAPEST_FIRST if name in filters)
     columns = (public_column(row.c, f) for f in PUBLIC_FIELDS)
     checked = found.join_from(walked, row, row.c.id == walked.c.id).where(*conditions)
-    return checked.with_only_columns(*columns, found.selected_columns.sort_key).cte("page")
+    return checked.with_only_columns(*columns, found.selected_columns.sort_key)
 
 
 def rows_of(found: Any) -> Any:
-    """The crew rows of the (id, sort_key) pairs `found`, as the `page` CTE."""
+    """The crew rows of the (id, sort_key) pairs `found`."""
     crew = Crew.__table__.alias("member_row")  # type: ignore[attr-defined]
     columns = (public_column(crew.c, f) for f in PUBLIC_FIELDS)
-    return select(*columns, found.c.sort_key).join(found, found.c.id == crew.c.id).cte("page")
+    return select(*columns, found.c.sort_key).join(found, found.c.id == crew.c.id)
 
 
 def total_of(
     relation: Any,
     conditions: list[ColumnElement[bool]],
+    expected: ColumnElement[Any],
     rows_in_page: Any,
     keyset: bool,
     count_mode: CrewCount,
@@ -255,10 +229,8 @@ def total_of(
     What the page proves comes first and costs nothing: a first page that holds every match has
     counted them, and so has a last page reached by offset (the offset skipped that many
     matches). Otherwise an exact count, or the planner's estimate raised to what the page has
-    seen. PostgreSQL runs each sub-plan only when a branch needs it: a whole first page runs
-    neither the EXPLAIN nor the count."""
-    estimate = select(func.planner_row_estimate(bindparam("matches_sql")).label("rows"))
-    expected = select(estimate.cte("estimate").c.rows).scalar_subquery()
+    seen (`expected`). PostgreSQL runs each sub-plan only when a branch needs it: a whole first
+    page runs neither the EXPLAIN (unless the page's plan asked for it) nor the count."""
     count = select(func.count()).select_from(relation).where(*conditions).scalar_subquery()
     limit, offset = bindparam("limit", type_=Integer), bindparam("offset", type_=Integer)
     # A cursor page has not seen the matches before it, an offset page knows `offset` of them.
@@ -274,6 +246,32 @@ def total_of(
         cheap = expected <= bindparam("estimate_above")
         return case((whole, seen), (cheap, count), else_=at_least), or_(whole, cheap)
     return case((whole, seen), else_=at_least), whole
+
+
+def matches_sorted(
+    relation: Any,
+    conditions: list[ColumnElement[bool]],
+    bounds: list[ColumnElement[bool]],
+    sort: CrewSort,
+    key: ColumnElement[Any],
+    collect: ColumnElement[bool],
+) -> Any:
+    """If `collect`, the page's rows out of every match, read by the filters' own indexes and
+    sorted (app/api/name_matches.py); only the page's rows are then read whole, by id.
+    MATERIALIZED keeps PostgreSQL from turning the read back into a walk in sort order.
+    `bounds`: the cursor's position, if any."""
+    every = select(relation.c.id, key.label("sort_key")).where(*conditions, *bounds)
+    matches = every.cte("matches").prefix_with("MATERIALIZED")
+    descending = sort.startswith("-")
+    first = (
+        select(matches)
+        .where(collect)
+        .order_by(*directed(descending, matches.c.sort_key, matches.c.id))
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit", type_=Integer) + literal_column("1"))
+        .subquery("collected")
+    )
+    return rows_of(first)
 
 
 @functools.cache
@@ -309,10 +307,12 @@ def list_query(
         and key is relation.c.name
     ):
         where.append(key <= walk_start(True) if descending else key >= walk_start(False))
+    after_cursor = []
     if keyset:
         position = tuple_(key, relation.c.id)
         after = tuple_(bindparam("after_key"), bindparam("after_id"))
-        where.append(position < after if descending else position > after)
+        after_cursor.append(position < after if descending else position > after)
+    where += after_cursor
     # One row beyond the page tells whether another page follows.
     found = (
         select(relation.c.id, key.label("sort_key"))
@@ -321,13 +321,23 @@ def list_query(
         .offset(bindparam("offset"))
         .limit(limit + literal_column("1"))
     )
+    estimate = select(func.planner_row_estimate(bindparam("matches_sql")).label("rows"))
+    expected = select(estimate.cte("estimate").c.rows).scalar_subquery()
     if by_key:
-        page = rows_checked_by_key(found, relation, by_key)
+        walk = rows_checked_by_key(found, relation, by_key)
     elif ids_first:
-        page = rows_of(found.cte("found"))
+        walk = rows_of(found.cte("found"))
     else:
         columns = (public_column(relation.c, f) for f in PUBLIC_FIELDS)
-        page = found.with_only_columns(*columns, key.label("sort_key")).cte("page")
+        walk = found.with_only_columns(*columns, key.label("sort_key"))
+    if source == "crew" and trigrams and "name" in filters:
+        # The page is the walk or the collected matches, as collects() decides: the branch not
+        # taken is never run (its condition is a one-time filter on the estimate).
+        collect = collects(expected)
+        collected = matches_sorted(relation, conditions, after_cursor, sort, key, collect)
+        page = union_all(collected, walk.where(~collect)).cte("page")
+    else:
+        page = walk.cte("page")
     in_page_order = directed(descending, page.c.sort_key, page.c.id)
     member = (
         select(*(page.c[f] for f in PUBLIC_FIELDS))
@@ -339,7 +349,7 @@ def list_query(
     in_order = aggregate_order_by(member.table_valued(), *member_order)
     items = select(func.coalesce(func.json_agg(in_order), text("'[]'::json"))).scalar_subquery()
     rows_in_page = select(func.count()).select_from(page).scalar_subquery()
-    total, exact = total_of(relation, conditions, rows_in_page, keyset, count_mode)
+    total, exact = total_of(relation, conditions, expected, rows_in_page, keyset, count_mode)
     response = func.json_build_object(
         *(literal_column("'items'"), items),
         *(literal_column("'total'"), total),
