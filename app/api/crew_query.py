@@ -333,7 +333,7 @@ def list_query(
     if source == "crew" and trigrams and "name" in filters:
         # The page is the walk or the collected matches, as collects() decides: the branch not
         # taken is never run (its condition is a one-time filter on the estimate).
-        collect = collects(expected)
+        collect = collects(expected, index_only=ids_first)
         collected = matches_sorted(relation, conditions, after_cursor, sort, key, collect)
         page = union_all(collected, walk.where(~collect)).cte("page")
     else:

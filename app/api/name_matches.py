@@ -6,10 +6,13 @@ per column, so they cannot tell that every name holding "ann" is in the agency t
 
 - `walk_start`: a name-sorted walk starts at the first name that can match (migration 0012).
 - `collects`: when the planner expects few matches, they are read by the trigram index and
-  sorted instead of walked: m matches cost m rows wherever they sit, while a walk to the first
-  k of them passes about k * N / m rows when they are spread evenly over the N rows, and up to
-  N when they are not. So the matches are collected when m <= k * N / m, i.e. m^2 <= k * N:
-  never dearer than the even walk, and bounded where the walk is not.
+  sorted instead of walked. Collecting m matches costs m table rows wherever they sit. A walk to
+  the first k of them passes about k * N / m rows of the N when the matches are spread evenly,
+  and up to N when they are not. A collected row costs more than a walked one (its own table
+  page, found by a bitmap, against the next entry of an index): WALKED_ROW_COST says how much
+  less a walked row costs. The page collects when that costs at most EVEN_WALK_SHARE times the
+  walk on evenly spread matches: never much dearer than the walk at its best, and bounded
+  where the walk is not.
 """
 
 from typing import Any
@@ -32,6 +35,13 @@ FROM (
     WHERE window_text ~ '^[abcdefghijklmnopqrstuvwxyz0123456789]{{3}}$'
 ) AS trigram_edges(edge)
 """
+# What a row a walk passes costs, in collected rows: passed in the index alone, or read from the
+# table too. Measured with `make bench`'s reads of the `match-1pct` set (2026-12-07): a page of
+# the 2,000 matches collected cost 3.6 us a match over a page without a filter, a walk 0.13 us
+# a row in the name index alone and 0.42 us a row with the table's.
+WALKED_ROW_COST = {"index": 1 / 27, "table": 1 / 9}
+# How much dearer than the walk on evenly spread matches collecting may be.
+EVEN_WALK_SHARE = 2
 # The planner's count of crew rows (pg_class.reltuples: -1 before the first VACUUM or ANALYZE,
 # when no shortcut is taken).
 CREW_ROWS = "(SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'crew'::regclass)"
@@ -47,11 +57,13 @@ def walk_start(descending: bool) -> ColumnElement[Any]:
     return start.columns(column("start", String)).scalar_subquery()
 
 
-def collects(expected_matches: ColumnElement[Any]) -> ColumnElement[bool]:
+def collects(expected_matches: ColumnElement[Any], index_only: bool) -> ColumnElement[bool]:
     """Whether the page collects its matches and sorts them, rather than walking the sort's
-    index: m^2 <= k * N (module docstring), m the planner's estimate of the matches, k the rows
-    the page reads up to (offset, limit and the one after), N the crew's rows."""
+    index (`index_only`: a walk that reads the index alone): m * 1 <= share * cost * k * N / m,
+    m the planner's estimate of the matches, k the rows the page reads up to (offset, limit and
+    the one after), N the crew's rows."""
     matches = cast(expected_matches, Float)
     rows_read: ColumnElement[Any] = bindparam("offset") + bindparam("limit") + literal_column("1")
-    crew_rows = literal_column(CREW_ROWS, Float)
+    weight = EVEN_WALK_SHARE * WALKED_ROW_COST["index" if index_only else "table"]
+    crew_rows = literal_column(f"{weight!r} * {CREW_ROWS}", Float)
     return matches * matches <= rows_read * crew_rows
