@@ -146,6 +146,7 @@ from sqlmodel import Session  # noqa: E402
 
 from app.config import settings  # noqa: E402
 from app.db import get_engine, migrate  # noqa: E402
+from app.logs import configure_logging  # noqa: E402
 from app.main import app  # noqa: E402
 from tests.contract import check_every_response  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
@@ -178,6 +179,9 @@ def clean_tables() -> Iterator[None]:
         connection.execute(text("UPDATE schedule_state SET paused = false, reason = NULL"))
         connection.execute(text("UPDATE webhook_freshness SET stale_announced_at = NULL"))
     yield
+    # A command run in this process (typer's CliRunner) configures logging for itself, quiet
+    # unless asked: the worker's later tests would lose their INFO lines.
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 
 
 @pytest.fixture(name="session")
