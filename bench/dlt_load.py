@@ -30,10 +30,19 @@ def crew_pages(upstream_url: str) -> Iterator[list[dict[str, Any]]]:
                 return
 
 
-def with_password(database_url: str) -> str:
-    """dlt insists on a password; a server that trusts the connection ignores the one given."""
+def credentials(database_url: str) -> dict[str, Any]:
+    """dlt's credentials for `database_url`. dlt insists on a password (a server that trusts the
+    connection ignores the one given) and on a host: a unix socket (the embedded server's
+    `?host=/dir`) stays in the query, where libpq lets it override the placeholder host."""
     url = make_url(database_url)
-    return url.set(password=url.password or "unused").render_as_string(hide_password=False)
+    return {
+        "database": url.database,
+        "username": url.username,
+        "password": url.password or "unused",
+        "host": url.host or "unix-socket",
+        "port": url.port or 5432,
+        "query": dict(url.query),
+    }
 
 
 def main(upstream_url: str, database_url: str) -> None:
@@ -44,7 +53,7 @@ def main(upstream_url: str, database_url: str) -> None:
         pipeline = dlt.pipeline(
             pipeline_name="crew_bench",
             pipelines_dir=state,
-            destination=dlt.destinations.postgres(credentials=with_password(database_url)),
+            destination=dlt.destinations.postgres(credentials=credentials(database_url)),
             dataset_name="dlt_crew",
         )
         pipeline.run(crew)

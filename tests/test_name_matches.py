@@ -17,6 +17,7 @@ from app.api import crew
 from app.api.crew import escape_like
 from app.db import get_engine
 from tests import synthetic_sets
+from tests.conftest import query_one
 from tests.test_query_plans import LIMIT, LOAD, nodes_where, plan_of, problems
 
 ORDER = {
@@ -161,3 +162,24 @@ def test_many_matches_are_walked_in_sort_order_not_collected(
         plan = plan_of(client, f"/crew?name=ann&sort={sort}&limit={LIMIT}")
         assert not nodes_where(plan, "CTE Name", "matches"), sort
         assert walks(plan) and problems(plan) == [], sort
+
+
+def test_without_the_trigram_index_the_page_walks(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server without pg_trgm has no trigram index: collecting would read the whole table."""
+    monkeypatch.setattr(crew, "ESTIMATE_ABOVE", -1)
+    load("match-1pct", 4000)
+    url = f"/crew?name=ann&sort=-agency&limit={LIMIT}"
+    assert nodes_where(plan_of(client, url), "Subplan Name", "CTE matches")
+    definition = query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_crew_name_trgm'")
+    with get_engine().begin() as connection:
+        connection.execute(text("DROP INDEX ix_crew_name_trgm"))
+    try:
+        plan = plan_of(client, url)
+        assert not nodes_where(plan, "Subplan Name", "CTE matches")  # the planner's own plan
+        ids = [item["id"] for item in client.get(url).json()["items"]]
+        assert ids == expected("ann", "-agency", False, None)[:LIMIT]
+    finally:
+        with get_engine().begin() as connection:
+            connection.execute(text(definition[0]))

@@ -317,8 +317,8 @@ def test_a_name_filter_on_any_data_set_reads_one_page_and_counts_nothing_by_defa
 ) -> None:
     """Whatever share of the names match (tests/synthetic_sets.py), a name-filtered page with
     any sort runs no count(*) by default (`count=planned`), and (but for SCANNED_WHEN_SMALL)
-    reads an index and sorts at most a page, or collects and sorts a bounded number of matches. `count=exact` does run a count,
-    and its total is right."""
+    reads an index and sorts at most a page, or collects and sorts a bounded number of matches.
+    `count=exact` does run a count, and its total is right."""
     records = [synthetic_sets.SETS[dataset](i, ROWS, 0) for i in range(ROWS)]
     with get_engine().begin() as connection:
         connection.execute(text(LOAD), {"records": json.dumps(records)})

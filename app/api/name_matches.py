@@ -17,7 +17,18 @@ per column, so they cannot tell that every name holding "ann" is in the agency t
 
 from typing import Any
 
-from sqlalchemy import Float, String, Text, bindparam, cast, column, literal_column, text
+from sqlalchemy import (
+    Boolean,
+    Float,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    literal_column,
+    text,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 # Where a name-sorted walk with a name filter can start (migration 0012): a name containing the
@@ -42,6 +53,9 @@ FROM (
 WALKED_ROW_COST = {"index": 1 / 27, "table": 1 / 9}
 # How much dearer than the walk on evenly spread matches collecting may be.
 EVEN_WALK_SHARE = 2
+# Without the trigram index (a server without pg_trgm, migration 0003) collecting would scan
+# the whole table every time: the walk is never dearer than that.
+TRIGRAM_INDEX_EXISTS = literal_column("to_regclass('ix_crew_name_trgm') IS NOT NULL", Boolean)
 # The planner's count of crew rows (pg_class.reltuples: -1 before the first VACUUM or ANALYZE,
 # when no shortcut is taken).
 CREW_ROWS = "(SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'crew'::regclass)"
@@ -66,4 +80,4 @@ def collects(expected_matches: ColumnElement[Any], index_only: bool) -> ColumnEl
     rows_read: ColumnElement[Any] = bindparam("offset") + bindparam("limit") + literal_column("1")
     weight = EVEN_WALK_SHARE * WALKED_ROW_COST["index" if index_only else "table"]
     crew_rows = literal_column(f"{weight!r} * {CREW_ROWS}", Float)
-    return matches * matches <= rows_read * crew_rows
+    return and_(TRIGRAM_INDEX_EXISTS, matches * matches <= rows_read * crew_rows)
