@@ -88,12 +88,16 @@ def configure_logging(
     the database passwords of the settings and the environment."""
     if secrets is None:
         secrets = secrets_in(settings.database_urls)
-    structlog.configure(
-        processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+    # The same every time (level, format and secrets are the handler's): configured once, since
+    # loggers cached on first use keep the processor list they were made with, and a new list
+    # would leave them apart from the current configuration.
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=True,
+        )
     handler = StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
