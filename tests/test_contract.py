@@ -190,6 +190,20 @@ def test_the_contract_hook_fails_an_undeclared_response(client: TestClient) -> N
         client.get("/nowhere")
 
 
+def test_validators_built_once_still_check_every_response(client: TestClient) -> None:
+    """tests/contract.py keeps one validator per schema: it must judge each value anew."""
+    contract = Contract(app)
+    request = httpx.Request("GET", "http://testserver/crew")
+    sent = client.get("/crew")
+    page = sent.json()
+    headers = {k: v for k, v in sent.headers.items() if k not in ("content-length", "content-type")}
+    for _ in range(2):
+        contract.check(httpx.Response(200, json=page, headers=headers, request=request))
+        with pytest.raises(InvalidData):
+            wrong = {**page, "total": "many"}
+            contract.check(httpx.Response(200, json=wrong, headers=headers, request=request))
+
+
 def test_a_refused_run_uses_up_no_id(client: TestClient, session: Session) -> None:
     queued = service.create_run(session, RunTrigger.api)  # stays queued: nothing executes it
     for _ in range(3):
