@@ -19,6 +19,7 @@ from app.db import get_engine
 from tests import synthetic_sets
 from tests.conftest import query_one
 from tests.test_query_plans import LIMIT, LOAD, nodes_where, plan_of, problems
+from tests.test_walk_start import every_page
 
 ORDER = {
     "name": "name",
@@ -54,19 +55,6 @@ def expected(name: str, sort: str, include_deleted: bool, agency: str | None) ->
     with get_engine().connect() as connection:
         rows = connection.execute(text(FILTERED.format(key=key, direction=direction)), values)
         return [row.id for row in rows]
-
-
-def every_page(client: TestClient, params: dict[str, Any]) -> list[str]:
-    """Every page, by cursor."""
-    ids: list[str] = []
-    while True:
-        response = client.get("/crew", params=params)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        ids += [item["id"] for item in body["items"]]
-        if body["next"] is None:
-            return ids
-        params = params | {"cursor": body["next"]}
 
 
 def mismatches(client: TestClient, name: str, agency: str | None) -> list[str]:

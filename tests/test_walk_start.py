@@ -59,12 +59,9 @@ def expected(name: str, include_deleted: bool, descending: bool) -> list[str]:
     return ids[::-1] if descending else ids
 
 
-def walked(client: TestClient, name: str, sort: str, include_deleted: bool) -> list[str]:
-    """Every page, by cursor, three rows at a time."""
+def every_page(client: TestClient, params: dict[str, Any]) -> list[str]:
+    """The ids of every page of GET /crew with `params`, by cursor."""
     ids: list[str] = []
-    params: dict[str, Any] = {
-        "name": name, "sort": sort, "include_deleted": include_deleted, "limit": 3
-    }  # fmt: skip
     while True:
         response = client.get("/crew", params=params)
         assert response.status_code == 200, response.text
@@ -72,7 +69,13 @@ def walked(client: TestClient, name: str, sort: str, include_deleted: bool) -> l
         ids += [item["id"] for item in body["items"]]
         if body["next"] is None:
             return ids
-        params["cursor"] = body["next"]
+        params = params | {"cursor": body["next"]}
+
+
+def walked(client: TestClient, name: str, sort: str, include_deleted: bool) -> list[str]:
+    """Every page, by cursor, three rows at a time."""
+    params = {"name": name, "sort": sort, "include_deleted": include_deleted, "limit": 3}
+    return every_page(client, params)
 
 
 def mismatches(client: TestClient, texts: list[str]) -> list[tuple[str, str, bool]]:

@@ -286,7 +286,8 @@ def list_query(
 ) -> ListQuery:
     """The statements for one combination of source, filters, sort and paging kind (keyset:
     after a cursor; skips: with an offset above 0). `trigrams`: the name filter's text is long
-    enough to have some, so a name-sorted walk can look up where to start. `count_mode`: how
+    enough to have some, so a name-sorted walk can look up where to start, and the matches can
+    be collected by the trigram index (app/api/name_matches.py). `count_mode`: how
     `total` is computed."""
     relation = SOURCES[source]()
     conditions = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in filters]
