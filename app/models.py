@@ -158,9 +158,10 @@ class Crew(CrewBase, table=True):
 
 
 # Per three letters or digits, the lowest and highest crew name that ever held them (folded),
-# widened by a trigger on crew and, for its own rows, by each ingest run (migration 0012): a name
-# filter on a name sort starts its walk at the first name that can contain the text.
-# Rows are only appended (see the migration), so the bounds of a trigram are the lowest and
+# and the lowest and highest agency (its sort key) and status of those names, widened by a
+# trigger on crew and, for its own rows, by each ingest run (migrations 0012, 0016): a name
+# filter on a name, agency or status sort starts its walk where the text's matches can start.
+# Rows are only appended (see the migrations), so the bounds of a trigram are the lowest and
 # highest over its rows.
 class CrewNameTrigram(SQLModel, table=True):
     __tablename__ = "crew_name_trigrams"
@@ -175,6 +176,10 @@ class CrewNameTrigram(SQLModel, table=True):
     trigram: str = Field(sa_type=String(3))
     lowest_name: str = Field(sa_type=String(200))
     highest_name: str = Field(sa_type=String(200))
+    lowest_agency: str = Field(sa_type=Text)
+    highest_agency: str = Field(sa_type=Text)
+    lowest_status: str = Field(sa_type=Text)
+    highest_status: str = Field(sa_type=Text)
 
 
 # What the API returns for a crew member.

@@ -14,6 +14,7 @@ from app.db import get_engine
 from app.ingest import bulk
 from tests.conftest import ingest, query_one
 from tests.fake_upstream import FakeUpstream, synthetic_crew
+from tests.test_walk_start import BOUNDS, UNCOVERED
 
 SHAPE = """
 SELECT
@@ -25,6 +26,7 @@ SELECT
      WHERE conrelid = 'crew'::regclass)
 """
 STAGES = "SELECT count(*) FROM pg_class WHERE relname LIKE 'crew_load_%'"
+
 MEMBERS = 120
 
 
@@ -54,6 +56,10 @@ def test_a_first_load_moves_in_with_crews_indexes_triggers_and_name_bounds(
     page = client.get("/crew", params={"name": "vic", "sort": "name", "limit": 100}).json()
     expected = sorted(r["name"] for r in members.records if "vic" in r["name"].lower())
     assert [m["name"] for m in page["items"]] == expected
+    loaded = query_one(BOUNDS)[0]  # widened from the members as the run was given them
+    assert query_one(UNCOVERED)[0] == 0
+    execute("SELECT crew_name_trigrams_rebuild()")
+    assert query_one(BOUNDS)[0] == loaded  # as the rows in crew say, in every order
     # The triggers moved in with the table: a write outside a run widens the bounds.
     execute("UPDATE crew SET name = 'Zyx Qwv' WHERE id = :id", id=f"{3:024x}")
     page = client.get("/crew", params={"name": "qwv", "sort": "name"}).json()

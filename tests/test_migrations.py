@@ -8,6 +8,7 @@ from sqlmodel import SQLModel
 
 from app.db import alembic_config, get_engine, migrate, migration_heads, schema_is_current
 from tests.conftest import query_one
+from tests.test_walk_start import UNCOVERED
 
 EXCLUDED = {"ix_crew_name_trgm"}  # created only where pg_trgm exists; see migration 0003
 ESTIMATE_FUNCTION = "SELECT count(*) FROM pg_proc WHERE proname = 'planner_row_estimate'"
@@ -105,3 +106,4 @@ def test_the_name_trigram_bounds_start_from_the_crew_already_there() -> None:
         "(repeat('1', 24), 'Ada Vic', 'active'), (repeat('2', 24), 'Zed Victor', 'active')",
     )
     assert tuple(query_one(BOUNDS_OF_VIC)) == ("Ada Vic", "Zed Victor")
+    assert query_one(UNCOVERED)[0] == 0  # and in agency and status order (0016)

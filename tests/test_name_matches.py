@@ -152,6 +152,45 @@ def test_many_matches_are_walked_in_sort_order_not_collected(
         assert walks(plan) and problems(plan) == [], sort
 
 
+def walked_rows(plan: dict[str, Any]) -> int:
+    """The rows of crew the page's walks in sort order returned, the matches and the others."""
+    (page,) = nodes_where(plan, "Subplan Name", "CTE page")
+    scans = nodes_where(page, "Node Type", "Index Scan")
+    scans += nodes_where(page, "Node Type", "Index Only Scan")
+    walked = [n for n in scans if n.get("Relation Name") == "crew"]
+    return sum(n["Actual Rows"] + n.get("Rows Removed by Filter", 0) for n in walked)
+
+
+def test_many_matches_sharing_one_agency_are_walked_from_that_agency(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`match-25pct`: the thousand members of 4,000 whose name holds "ann" are all in JAXA, too
+    many to collect. A walk in agency order starts at JAXA, both ways, and passes no member of
+    the agencies before it (crew_name_trigrams, migration 0016); paired with an agency none of
+    them is in, the page walks nothing at all (nor with a status none of them has)."""
+    monkeypatch.setattr(crew, "ESTIMATE_ABOVE", -1)
+    records = load("match-25pct", 4000)
+    assert {r["agency"] for r in records if "ann" in r["name"].lower()} == {"JAXA"}
+    for sort in ("agency", "-agency"):
+        plan = plan_of(client, f"/crew?name=ann&sort={sort}&limit={LIMIT}")
+        assert not nodes_where(plan, "CTE Name", "matches"), sort
+        assert walks(plan) == ["ix_crew_agency_key_id"], sort
+        assert walked_rows(plan) == LIMIT + 1, sort  # the page and the one after: all matches
+        ids = [
+            item["id"]
+            for item in client.get(f"/crew?name=ann&sort={sort}&limit=50").json()["items"]
+        ]
+        assert ids == expected("ann", sort, False, None)[:50], sort
+    for pair in ("agency=NASA", "agency=nasa&sort=-agency", "agency=Nobody&sort=-status"):
+        plan = plan_of(client, f"/crew?name=ann&{pair}&limit={LIMIT}")
+        assert walked_rows(plan) == 0, pair
+        assert client.get(f"/crew?name=ann&{pair}").json()["items"] == []
+    jaxa = client.get(f"/crew?name=ann&agency=JAXA&sort=-agency&limit={LIMIT}").json()
+    assert [item["id"] for item in jaxa["items"]] == expected("ann", "-agency", False, "JAXA")[
+        :LIMIT
+    ]
+
+
 def test_without_the_trigram_index_the_page_walks(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

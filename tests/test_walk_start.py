@@ -43,6 +43,23 @@ ORDER BY name, id
 
 
 LOWEST_VIC = "SELECT min(lowest_name) FROM crew_name_trigrams WHERE trigram = 'vic'"
+KNOWN = """
+SELECT trigram, min(lowest_name) AS lowest_name, max(highest_name) AS highest_name,
+    min(lowest_agency) AS lowest_agency, max(highest_agency) AS highest_agency,
+    min(lowest_status) AS lowest_status, max(highest_status) AS highest_status
+FROM crew_name_trigrams GROUP BY trigram
+"""
+# Each trigram's bounds in name, agency and status order, all of them as one value.
+BOUNDS = f"SELECT jsonb_agg(b ORDER BY trigram) FROM ({KNOWN}) AS b"
+# The trigrams of crew's names whose bounds do not cover them, in some order (migration 0016).
+UNCOVERED = f"""
+SELECT count(*) FROM crew, unnest(show_trgm(name_folded)) AS trigram
+LEFT JOIN ({KNOWN}) AS k USING (trigram)
+WHERE length(trigram) = 3 AND strpos(trigram, ' ') = 0 AND (
+    k.trigram IS NULL OR name < k.lowest_name OR name > k.highest_name
+    OR coalesce(lower(agency), '') NOT BETWEEN k.lowest_agency AND k.highest_agency
+    OR status NOT BETWEEN k.lowest_status AND k.highest_status)
+"""
 
 
 def insert(rows: list[tuple[str, str, bool]]) -> None:
@@ -162,6 +179,7 @@ def test_a_run_widens_the_bounds_for_what_it_loads(
 
     low = query_one(LOWEST_VIC)[0]
     assert low == "Aardvark Vic"
+    assert query_one(UNCOVERED)[0] == 0  # the run's own widening, in every order
     page = client.get("/crew", params={"name": "vic", "sort": "name", "limit": 1}).json()
     assert page["items"][0]["name"] == "Aardvark Vic"
 

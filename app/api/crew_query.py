@@ -39,7 +39,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.api.crew_count import CrewCount
 from app.api.crew_sort import CrewSort
-from app.api.name_matches import collects, walk_start
+from app.api.name_matches import BOUNDED_KEYS, collects, walk_start, within_bounds
 from app.change_models import CrewVersion
 from app.models import Crew, CrewPublic
 
@@ -248,6 +248,27 @@ def total_of(
     return case((whole, seen), else_=at_least), whole
 
 
+def trigram_bounds(
+    columns: Any, filters: frozenset[str], sort: CrewSort, keyset: bool
+) -> list[ColumnElement[bool]]:
+    """What the name filter's trigrams allow (app/api/name_matches.py): a walk in name, agency
+    or status order starts at the first value a match can have, and an agency or status filter
+    whose value no match can have matches nothing. A cursor page starts after a match of the
+    page before, so past that start already; and with both bounds the planner may sort the rows
+    after the cursor rather than walk them."""
+    conditions = []
+    name, descending = sort.lstrip("-"), sort.startswith("-")
+    if name in BOUNDED_KEYS and not keyset:
+        first_row = Crew.__table__.alias("first_row")  # type: ignore[attr-defined]
+        first = (func.max if descending else func.min)(SORT_KEYS[name](first_row.c))
+        start = walk_start(name, descending, select(first).scalar_subquery())
+        key = SORT_KEYS[name](columns)
+        conditions.append(key <= start if descending else key >= start)
+    values = {"agency": func.lower(bindparam("agency")), "status": bindparam("status")}
+    conditions += [within_bounds(f, value) for f, value in values.items() if f in filters]
+    return conditions
+
+
 def matches_sorted(
     relation: Any,
     conditions: list[ColumnElement[bool]],
@@ -298,16 +319,8 @@ def list_query(
     by_key = key_checked(filters, skips) if ids_first else frozenset()
     walked = filters - by_key
     where = [crew_condition(name, relation.c) for name in CHEAPEST_FIRST if name in walked]
-    # A cursor page starts after a match of the page before, so past that start already; and
-    # with both bounds the planner may sort the rows after the cursor rather than walk them.
-    if (
-        source == "crew"
-        and trigrams
-        and not keyset
-        and "name" in filters
-        and key is relation.c.name
-    ):
-        where.append(key <= walk_start(True) if descending else key >= walk_start(False))
+    if source == "crew" and trigrams and "name" in filters:
+        where += trigram_bounds(relation.c, filters, sort, keyset)
     after_cursor = []
     if keyset:
         position = tuple_(key, relation.c.id)

@@ -1,10 +1,12 @@
-"""Two shortcuts for a page with a name filter, both over the crew table.
+"""Shortcuts for a page with a name filter, all over the crew table.
 
 A page in sort order walks the sort's index and keeps the rows that match. Where the matches of
 a name filter sit decides what that walk costs, and the table's statistics cannot say: they are
 per column, so they cannot tell that every name holding "ann" is in the agency that sorts last.
 
-- `walk_start`: a name-sorted walk starts at the first name that can match (migration 0012).
+- `walk_start`: a walk in name, agency or status order starts at the first value a match can
+  have, as the text's trigrams tell (crew_name_trigrams, migrations 0012 and 0016), and
+  `within_bounds` tells an agency or status filter that no match can have its value.
 - `collects`: when the planner expects few matches, they are read by the trigram index and
   sorted instead of walked. Collecting m matches costs m table rows wherever they sit. A walk to
   the first k of them passes about k * N / m rows of the N when the matches are spread evenly,
@@ -26,26 +28,30 @@ from sqlalchemy import (
     bindparam,
     cast,
     column,
+    func,
     literal_column,
     text,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-# Where a name-sorted walk with a name filter can start (migration 0012): a name containing the
-# text holds each of its trigrams, so it sorts at or after the lowest name holding any one of
-# them. Only windows of three ASCII letters or digits count: pg_trgm makes exactly those from
-# every name containing them, whatever the locale (it splits words elsewhere, and hashes
-# multibyte trigrams). Trigrams no name holds, or none at all, give no bound: the walk starts at
-# the first name. Mirrored for a descending walk. Same snapshot as the page.
-WALK_START = """
-SELECT coalesce({pick}(edge), (SELECT {first}(name) FROM crew))
+# The bound on a sort key that the text's trigrams give (migrations 0012, 0016): a name
+# containing the text holds each of its trigrams, so its member's name, agency and status are
+# each at or above the highest of the trigrams' lowest values, and at or below the lowest of their
+# highest ones. Only windows of three ASCII letters or digits count: pg_trgm makes exactly those
+# from every name containing them, whatever the locale (it splits words elsewhere, and hashes
+# multibyte trigrams). Trigrams no name holds, or none at all, give no bound (NULL). Same
+# snapshot as the page.
+TRIGRAM_BOUND = """
+SELECT {across}(edge)
 FROM (
-    SELECT (SELECT {first}(b.{edge}) FROM crew_name_trigrams AS b WHERE b.trigram = window_text)
+    SELECT (SELECT {within}(b.{edge}) FROM crew_name_trigrams AS b WHERE b.trigram = window_text)
     FROM lower(:name_text) AS t(folded), generate_series(1, length(t.folded) - 2) AS i,
         substr(t.folded, i, 3) AS window_text
     WHERE window_text ~ '^[abcdefghijklmnopqrstuvwxyz0123456789]{{3}}$'
 ) AS trigram_edges(edge)
 """
+# The sort keys crew_name_trigrams bounds, by their names in app/api/crew_query.py's SORT_KEYS.
+BOUNDED_KEYS = frozenset({"name", "agency", "status"})
 # What a row a walk passes costs, in collected rows: passed in the index alone, or read from the
 # table too. Measured with `make bench`'s reads of the `match-1pct` set (2026-12-07): a page of
 # the 2,000 matches collected cost 3.6 us a match over a page without a filter, a walk 0.13 us
@@ -61,14 +67,28 @@ TRIGRAM_INDEX_EXISTS = literal_column("to_regclass('ix_crew_name_trgm') IS NOT N
 CREW_ROWS = "(SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'crew'::regclass)"
 
 
-def walk_start(descending: bool) -> ColumnElement[Any]:
-    """The name a walk in name order passes no match before, for the bound `name_text`."""
-    pick, edge, first = (
-        ("min", "highest_name", "max") if descending else ("max", "lowest_name", "min")
-    )
-    start = text(WALK_START.format(pick=pick, edge=edge, first=first))
-    start = start.bindparams(bindparam("name_text", type_=Text))
-    return start.columns(column("start", String)).scalar_subquery()
+def trigram_bound(key: str, highest: bool) -> ColumnElement[Any]:
+    """The lowest (`highest`: the highest) value of sort key `key` among the members whose names
+    contain the bound `name_text`, as far as the trigrams tell; NULL where they tell nothing."""
+    within, across, end = ("max", "min", "highest") if highest else ("min", "max", "lowest")
+    bound = text(TRIGRAM_BOUND.format(across=across, within=within, edge=f"{end}_{key}"))
+    bound = bound.bindparams(bindparam("name_text", type_=Text))
+    return bound.columns(column("bound", String)).scalar_subquery()
+
+
+def walk_start(key: str, descending: bool, first: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The value of sort key `key` that a walk in its order (`descending`: backwards) passes no
+    match before; `first`, the walk's first value in crew, where the trigrams give no bound."""
+    return func.coalesce(trigram_bound(key, descending), first)
+
+
+def within_bounds(key: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Whether a filter's `value` of sort key `key` can be a match's: false proves that no member
+    matches both filters. It reads the bound parameters alone, so PostgreSQL checks it once,
+    before any walk (a one-time filter), and leaves the planner's row estimates as they were."""
+    lowest = func.coalesce(trigram_bound(key, False), value)
+    highest = func.coalesce(trigram_bound(key, True), value)
+    return and_(lowest <= value, value <= highest)
 
 
 def collects(expected_matches: ColumnElement[Any], index_only: bool) -> ColumnElement[bool]:

@@ -8,7 +8,7 @@ in place, they cost about half as much. So when crew has no row at all, a run wr
 into a stage table that has crew's columns and primary key only (pages keep being upserted and
 versioned by the same statement, app/ingest/load.py), then builds on it every index crew has
 (read from the catalog, whatever the migrations made of them), widens the name bounds for its
-names and analyzes it; only then does it lock crew, drop the empty table and rename the stage
+members and analyzes it; only then does it lock crew, drop the empty table and rename the stage
 into its place, with crew's index, constraint and trigger names, grants and comment. Readers
 wait for that lock only for the renames and the commit, never for the load.
 
@@ -72,11 +72,9 @@ FROM pg_class c WHERE c.oid = 'crew'::regclass
 # Index builds sort in memory up to this much (the server's default, 64 MB, spills a GIN build
 # of 200,000 names to disk); the transaction's setting only.
 BUILD_MEMORY = "SET LOCAL maintenance_work_mem = '256MB'"
-WIDEN_FOR_NAMES = """
-SELECT crew_name_trigrams_widen_for_names(array(SELECT jsonb_array_elements_text(%s::jsonb)))
-"""
-# Pages of names per call: the names of all 200 pages of a 200,000-member load in one
-# parameter cost the process 35 MB at its peak (the string, its quoted copy, the query).
+WIDEN_FOR_MEMBERS = "SELECT crew_name_trigrams_widen_for_members(%s::jsonb)"
+# Pages per call: the names of all 200 pages of a 200,000-member load in one parameter cost the
+# process 35 MB at its peak (the string, its quoted copy, the query).
 WIDEN_PAGES = 20
 LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: keep it short
 LOCK_TRIES = 5
@@ -125,17 +123,17 @@ def on_stage(definition: str, table: str, number: int) -> str:
     )
 
 
-def build(cursor: Any, staged: Stage, names: list[str], connect: Callable[[], Any]) -> None:
+def build(cursor: Any, staged: Stage, members: list[str], connect: Callable[[], Any]) -> None:
     """Build the stage's indexes and analyze it, while another connection widens the name
-    bounds for its names (`names`: a JSON array of them per page): all before the lock, while
-    readers still read crew.
+    bounds for its members (`members`: a JSON array of [name, agency, status] per page): all
+    before the lock, while readers still read crew.
 
     The bounds are widened and committed on their own (a connection from `connect`), at the
     same time as the index builds, on the core the run's fetch no longer needs: wider bounds
     than the names in crew cost a reader a longer walk, never a row, so they may commit before
     the rows do, and stay if the run fails.
     """
-    widening = Widening(names, connect)
+    widening = Widening(members, connect)
     widening.start()
     try:
         cursor.execute(BUILD_MEMORY)
@@ -154,11 +152,11 @@ def inner(array: str) -> str:
 
 
 class Widening(threading.Thread):
-    """crew_name_trigrams_widen_for_names(names) in a transaction of its own."""
+    """crew_name_trigrams_widen_for_members(members) in a transaction of its own."""
 
-    def __init__(self, names: list[str], connect: Callable[[], Any]) -> None:
+    def __init__(self, members: list[str], connect: Callable[[], Any]) -> None:
         super().__init__(name="name-bounds", daemon=True)
-        self.names, self.connect = names, connect
+        self.members, self.connect = members, connect
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -166,9 +164,9 @@ class Widening(threading.Thread):
             connection = self.connect()
             try:
                 cursor = connection.cursor()
-                for start in range(0, len(self.names), WIDEN_PAGES):
-                    pages = self.names[start : start + WIDEN_PAGES]
-                    cursor.execute(WIDEN_FOR_NAMES, ("[" + ",".join(map(inner, pages)) + "]",))
+                for start in range(0, len(self.members), WIDEN_PAGES):
+                    pages = self.members[start : start + WIDEN_PAGES]
+                    cursor.execute(WIDEN_FOR_MEMBERS, ("[" + ",".join(map(inner, pages)) + "]",))
                 connection.commit()
             finally:
                 connection.close()

@@ -67,7 +67,7 @@ def run_pipeline(
         local.load_connection = connection.dbapi_connection
         cursor = connection.cursor()
         active_before, stage = load.begin(cursor, local.run_id)
-        names: list[str] = []  # a first load's, as JSON arrays, for its name bounds (bulk.py)
+        bounded: list[str] = []  # a first load's pages, for its name bounds (bulk.py)
         moved = False
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
@@ -76,7 +76,7 @@ def run_pipeline(
                 while (page := next_page(local, pages)) is not None:
                     load_one_page(cursor, local, page, counts, drift, stage)
                     if stage is not None:  # one string a page: 200,000 small ones cost 30 MB
-                        names.append(json.dumps(page.names))
+                        bounded.append(json.dumps(page.bounded))
                     on_progress(counts)
             finally:
                 pages.close()
@@ -98,7 +98,7 @@ def run_pipeline(
             finish_dry_run(cursor, local.run_id, counts, drift)
             return
         if stage is not None:
-            bulk.build(cursor, stage, names, lambda: background_engine().raw_connection())
+            bulk.build(cursor, stage, bounded, lambda: background_engine().raw_connection())
             check_stop(local)
             moved = bulk.move_in(cursor, stage)
         commit_success(cursor, local.run_id, counts, drift)

@@ -100,7 +100,8 @@ class CheckedPage:
     rejected: int
     kept_ids: list[str]
     drift: SchemaDrift
-    names: list[str]  # of the valid records, for a first load's name bounds (app/ingest/bulk.py)
+    # (name, agency, status) of each valid record: a first load's name bounds (app/ingest/bulk.py)
+    bounded: list[tuple[str, str | None, str]]
 
 
 def check_page(records: list[Any], keep_rejects: int) -> CheckedPage:
@@ -112,7 +113,7 @@ def check_page(records: list[Any], keep_rejects: int) -> CheckedPage:
     crew_json = PAGE_ADAPTER.dump_json(checked.crew).decode()
     rejects = checked.rejects
     kept_ids = known_ids(rejects)
-    names = [member.name for member in checked.crew]
+    bounded = [(member.name, member.agency, member.status) for member in checked.crew]
     return CheckedPage(
         records,
         crew_json,
@@ -121,7 +122,7 @@ def check_page(records: list[Any], keep_rejects: int) -> CheckedPage:
         len(rejects),
         kept_ids,
         drift,
-        names,
+        bounded,
     )
 
 
