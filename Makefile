@@ -43,10 +43,12 @@ run: runtime  ## serve on http://$(HOST):$(PORT), migrating first (embedded Post
 	@$(RUN) crew-etl serve --host $(HOST) --port $(PORT)
 
 # The project's modules are compiled first too: the suite starts a few hundred processes.
+# worksteal: a worker that runs out of tests takes some of another's, so the slow tests at the
+# end of one worker's share do not leave the other cores idle (212 s against 219 to 234).
 test: dev  ## the whole suite against a real PostgreSQL, in parallel; prints its wall time
 	@start=$$(date +%s); status=0; \
 	$(RUN) python -m compileall -q app demo tests >/dev/null; \
-	$(RUN) pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(PYTEST_ARGS) || status=$$?; \
+	$(RUN) pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal) $(PYTEST_ARGS) || status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time"; exit $$status
 
 lint: dev
