@@ -12,7 +12,7 @@ from sqlalchemy import text
 from app.config import settings
 from app.db import get_engine
 from app.ingest import bulk
-from tests.conftest import ingest, query_one
+from tests.conftest import ingest, query_one, wait_until
 from tests.fake_upstream import FakeUpstream, synthetic_crew
 from tests.test_walk_start import BOUNDS, UNCOVERED
 
@@ -118,3 +118,31 @@ def test_a_first_load_whose_lock_is_never_granted_inserts_its_rows(
     assert query_one("SELECT count(*) FROM crew")[0] == MEMBERS
     assert query_one(SHAPE) == shape
     assert query_one(STAGES)[0] == 0
+
+
+def test_a_rebuild_of_the_name_bounds_during_a_first_load_waits_for_its_rows(
+    client: TestClient, members: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load's bounds commit before its rows are in crew: a rebuild run between the two
+    would drop them and see no row to widen for. It waits for the load instead."""
+    move_in, rebuilt = bulk.move_in, threading.Event()
+
+    def rebuild() -> None:
+        execute("SELECT crew_name_trigrams_rebuild()")
+        rebuilt.set()
+
+    def rebuild_then_move_in(cursor: Any, staged: bulk.Stage) -> bool:
+        threading.Thread(target=rebuild, daemon=True).start()
+        wait_until(lambda: query_one("SELECT count(*) FROM pg_locks WHERE NOT granted")[0] > 0)
+        assert not rebuilt.is_set()  # waiting on the load's lock, not done before the move
+        return move_in(cursor, staged)
+
+    monkeypatch.setattr(bulk, "move_in", rebuild_then_move_in)
+
+    run = ingest(client)
+
+    assert (run["status"], run["rows_inserted"]) == ("succeeded", MEMBERS), run["error"]
+    assert rebuilt.wait(30)
+    assert query_one(UNCOVERED)[0] == 0
+    page = client.get("/crew", params={"name": "vic", "sort": "-agency", "limit": 100}).json()
+    assert len(page["items"]) == sum("vic" in r["name"].lower() for r in members.records)

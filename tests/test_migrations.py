@@ -1,5 +1,8 @@
 """Migrations own the schema: they match the models and go down and up cleanly."""
 
+import threading
+
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -7,7 +10,7 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from app.db import alembic_config, get_engine, migrate, migration_heads, schema_is_current
-from tests.conftest import query_one
+from tests.conftest import query_one, wait_until
 from tests.test_walk_start import UNCOVERED
 
 EXCLUDED = {"ix_crew_name_trgm"}  # created only where pg_trgm exists; see migration 0003
@@ -107,3 +110,45 @@ def test_the_name_trigram_bounds_start_from_the_crew_already_there() -> None:
     )
     assert tuple(query_one(BOUNDS_OF_VIC)) == ("Ada Vic", "Zed Victor")
     assert query_one(UNCOVERED)[0] == 0  # and in agency and status order (0016)
+
+
+def test_the_bound_triggers_come_with_0016_where_0012_could_not_make_them() -> None:
+    """A server that had no pg_trgm at 0012 got no triggers; with pg_trgm at 0016 it gets them,
+    or plain writes to crew would never widen the bounds that reads now start from."""
+    if not query_one("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")[0]:
+        pytest.skip("this server has no pg_trgm")
+    upgrade_with_rows_from(
+        "0015",
+        "DROP TRIGGER crew_name_trigrams_on_insert ON crew; "
+        "DROP TRIGGER crew_name_trigrams_on_update ON crew",
+    )
+    assert query_one(TRIGRAM_TRIGGERS)[0] == 2
+    with get_engine().begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO crew (id, name, status, agency) VALUES (repeat('3', 24), 'Qxz', "
+            "'retired', 'Zzz')"
+        )
+    assert query_one(UNCOVERED)[0] == 0
+
+
+def test_0016_waits_for_a_writer_of_crew_rather_than_fail_on_its_bound_rows() -> None:
+    """A write to crew in progress appends bound rows without the new columns when it commits:
+    the migration waits for it before it empties the table and adds them."""
+    config = alembic_config(configure_logger=False)
+    try:
+        command.downgrade(config, "0015")
+        writer = get_engine().connect()
+        transaction = writer.begin()
+        writer.exec_driver_sql(
+            "INSERT INTO crew (id, name, status) VALUES (repeat('4', 24), 'Wvx', 'active')"
+        )
+        upgrading = threading.Thread(target=command.upgrade, args=(config, "head"))
+        upgrading.start()
+        wait_until(lambda: query_one("SELECT count(*) FROM pg_locks WHERE NOT granted")[0] > 0)
+        transaction.commit()
+        writer.close()
+        upgrading.join(60)
+        assert {query_one("SELECT version_num FROM alembic_version")[0]} == migration_heads()
+        assert query_one(UNCOVERED)[0] == 0
+    finally:
+        migrate()

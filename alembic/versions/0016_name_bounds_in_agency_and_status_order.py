@@ -87,6 +87,19 @@ SET enable_sort = off AS $$
 {body}
 $$
 """
+# A rebuild forgets every bound row, so it must see every name whose bounds it drops: it waits
+# for the writers of crew to commit and keeps new ones out until it does (readers go on). A
+# first load holds off a rebuild the same way until its rows are in crew (app/ingest/bulk.py):
+# its bounds commit before them. The migration holds writers off too, so that none appends a
+# row without the new columns between the DELETE and the ALTER.
+HOLD_WRITERS = "LOCK TABLE crew IN SHARE MODE"
+# 0012 left these out on a server without pg_trgm; a server that has it now gets them here.
+TRIGGERS = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'crew'::regclass"
+TRIGGER = (
+    "CREATE TRIGGER crew_name_trigrams_on_{event} AFTER {event} ON crew "
+    "REFERENCING NEW TABLE AS written FOR EACH STATEMENT "
+    "EXECUTE FUNCTION crew_name_trigrams_on_write()"
+)
 WIDEN_FOR_RUN = "crew_name_trigrams_widen_for_run"
 REBUILD = "crew_name_trigrams_rebuild"
 FOR_NAMES = "crew_name_trigrams_widen_for_names"  # 0015's
@@ -113,7 +126,7 @@ def create_functions(keys: Sequence[str], rows: dict[str, str], given: tuple[str
     op.execute(ON_WRITE.format(widen=widen(keys, rows["written"])))
     run = widen(keys, rows["run"])
     op.execute(FUNCTION.format(name=WIDEN_FOR_RUN, arguments="", language="sql", body=run))
-    rebuild = "DELETE FROM crew_name_trigrams;" + widen(keys, rows["crew"])
+    rebuild = f"{HOLD_WRITERS}; DELETE FROM crew_name_trigrams;" + widen(keys, rows["crew"])
     op.execute(FUNCTION.format(name=REBUILD, arguments="", language="sql", body=rebuild))
     name, arguments = given
     body = widen(keys, rows["given"])
@@ -126,6 +139,7 @@ def has_pg_trgm() -> bool:
 
 
 def upgrade() -> None:
+    op.execute(HOLD_WRITERS)
     op.execute("DELETE FROM crew_name_trigrams")  # rebuilt below, with the new columns
     for key in KEYS[1:]:
         for end in ("lowest", "highest"):
@@ -138,6 +152,10 @@ def upgrade() -> None:
         op.execute(empty)
         return
     create_functions(KEYS, MEMBER_ROWS, (FOR_MEMBERS, "members jsonb"))
+    present = {row[0] for row in op.get_bind().execute(text(TRIGGERS))}
+    for event in ("insert", "update"):
+        if f"crew_name_trigrams_on_{event}" not in present:
+            op.execute(TRIGGER.format(event=event))
     op.execute(f"SELECT {REBUILD}()")
 
 

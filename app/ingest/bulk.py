@@ -97,7 +97,12 @@ class Stage:
 
 
 def stage(cursor: Any, run_id: int) -> Stage | None:
-    """Create the stage table for the run's pages if crew is empty and may be replaced."""
+    """Create the stage table for the run's pages if crew is empty and may be replaced.
+
+    The run takes the lock any writer of crew takes, as a plain run does with its first page:
+    crew_name_trigrams_rebuild() waits for it (migration 0016), since the load's name bounds
+    commit before its rows are in crew, where a rebuild would not see them."""
+    cursor.execute("LOCK TABLE crew IN ROW EXCLUSIVE MODE")
     cursor.execute(ELIGIBLE)
     if not cursor.fetchone()[0]:
         return None
