@@ -133,9 +133,9 @@ def on_stage(definition: str, table: str, number: int) -> str:
 
 
 def build(cursor: Any, staged: Stage, members: list[str], connect: Callable[[], Any]) -> None:
-    """Build the stage's indexes and analyze it, while another connection widens the name
-    bounds for its members (`members`: a JSON array of [name, agency, status] per page): all
-    before the lock, while readers still read crew.
+    """Build the stage's indexes and analyze it, while WIDENINGS other connections widen the
+    name bounds for its members (`members`: a JSON array of [name, agency, status] per page):
+    all before the lock, while readers still read crew.
 
     The bounds are widened and committed on their own (connections from `connect`), at the
     same time as the index builds, on the core the run's fetch no longer needs: wider bounds
