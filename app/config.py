@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 import httpx
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -286,7 +288,11 @@ class Settings(BaseSettings):
             return None
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg2://" + url.removeprefix(prefix)
+                url = "postgresql+psycopg2://" + url.removeprefix(prefix)
+        try:  # as the engine will read it: a bad port or host fails here, named, not there
+            make_url(url)
+        except (ValueError, ArgumentError) as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
         return url
 
     @field_validator("SPACEX_API_URL")

@@ -62,6 +62,16 @@ def test_invalid_settings_are_all_named_in_one_line_and_exit_2() -> None:
         ]
 
 
+def test_a_database_url_that_does_not_parse_is_an_invalid_setting_with_its_secret_masked() -> None:
+    result = run([*CREW_ETL, "runs"], DATABASE_URL=f"postgresql://crew:{SECRET}@host:abc/crew")
+
+    assert result.returncode == 2, result.stderr
+    assert lines_of(result) == [
+        "invalid settings: DATABASE_URL=***: value error, not a database URL (invalid literal "
+        "for int() with base 10: 'abc') (fix them in the environment or .env)"
+    ]
+
+
 def refused_url() -> str:
     return f"postgresql://crew:{SECRET}@127.0.0.1:{free_port()}/crew"
 
