@@ -19,6 +19,8 @@ from app.stale_connections import replace_if_closed
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
+CREW_FIRST = "LOCK TABLE crew IN ACCESS SHARE MODE"  # see hold_crew
+
 log = structlog.get_logger("crew_etl")
 
 
@@ -146,11 +148,22 @@ def snapshot_connection(engine: Engine) -> Iterator[Connection]:
         driver.autocommit = False
         driver.set_session("REPEATABLE READ", readonly=True)
         try:
+            hold_crew(connection)
             yield connection
         finally:
             connection.rollback()
             if not driver.closed:  # as others expect it back; psycopg2 sends nothing for this
                 driver.set_session("DEFAULT", "DEFAULT", "DEFAULT")
+
+
+def hold_crew(connection: Connection) -> None:
+    """Begin a REPEATABLE READ transaction by locking crew, before its snapshot is taken.
+
+    A run that rebuilds crew drops the table and renames its stage into its place
+    (app/ingest/bulk.py). A snapshot taken before that commits, used on crew after it, finds
+    the new table's rows too new to see: an empty crew. LOCK takes no snapshot; waiting here,
+    the transaction's first query comes after the commit and sees the new rows."""
+    connection.exec_driver_sql(CREW_FIRST)
 
 
 def alembic_config(configure_logger: bool = True) -> "AlembicConfig":

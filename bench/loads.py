@@ -187,21 +187,21 @@ def index_costs(url: str, rows: str) -> list[Row]:
     return result
 
 
-def table_writes(url: str) -> dict[str, int]:
-    """Tuples inserted, updated or deleted so far per table (but the runs' own records), once
-    the statistics have settled."""
+def table_writes(url: str) -> dict[str, tuple[int, int]]:
+    """(table oid, tuples inserted, updated or deleted so far) per table name (but the runs' own
+    records), once the statistics have settled."""
     connection = connect(url)
     connection.autocommit = True
-    last: dict[str, int] = {}
+    last: dict[str, tuple[int, int]] = {}
     with connection.cursor() as cursor:
         for _ in range(50):
             cursor.execute("SELECT pg_stat_clear_snapshot()")
             cursor.execute(
-                "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
+                "SELECT relname, relid, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
                 "WHERE relname NOT IN ('ingest_runs', 'alembic_version', 'crew_baseline', "
                 "'crew_cost')"
             )
-            now = dict(cursor.fetchall())
+            now = {name: (oid, count) for name, oid, count in cursor.fetchall()}
             if now == last:
                 break
             last = now
@@ -210,21 +210,44 @@ def table_writes(url: str) -> dict[str, int]:
     return last
 
 
-def ingest(name: str, url: str, upstream_url: str, baseline: float, project: Path = PROJECT) -> Row:
+# `crew-etl ingest` with app/ingest/rewrite.py's rebuild off: every run updates crew in place.
+IN_PLACE = (
+    "import sys; import app.ingest.rewrite as rewrite; rewrite.MIN_ACTIVE = float('inf'); "
+    "from app.cli import main; sys.argv = ['crew-etl', *sys.argv[1:]]; main()"
+)
+
+
+def ingest(
+    name: str,
+    url: str,
+    upstream_url: str,
+    baseline: float,
+    project: Path = PROJECT,
+    in_place: bool = False,
+) -> Row:
     """`crew-etl ingest` of the code in `project`, in a child process: wall time, rows written
-    per table (pg_stat_user_tables), peak RSS sampled from /proc (VmHWM).
+    per table (pg_stat_user_tables), peak RSS sampled from /proc (VmHWM). `in_place`: with the
+    rebuild of a crew that a run changes most of turned off.
 
     (rusage's ru_maxrss is no good here: Linux carries the parent's high-water mark into the
     child across fork and exec, and this process holds the whole baseline array.)
     """
     before = table_writes(url)
-    command = [sys.executable, "-m", "app.cli", "ingest", "--allow-mass-delete"]
+    program = ["-c", IN_PLACE] if in_place else ["-m", "app.cli"]
+    command = [sys.executable, *program, "ingest", "--allow-mass-delete"]
     env = service_env(url, upstream_url)
     seconds, peak_kb = timed_child(command, project, env, f"{name}: crew-etl ingest")
     after = table_writes(url)
-    writes = ", ".join(f"{t} {n - before.get(t, 0):,}" for t, n in sorted(after.items()))
+    writes = ", ".join(written(t, oid, n, before.get(t)) for t, (oid, n) in sorted(after.items()))
     note = f"rows written: {writes}; peak RSS {peak_kb / 1024:.0f} MB"
     return progress(Row(f"ingest: {name}", seconds=seconds, ratio=seconds / baseline, note=note))
+
+
+def written(table: str, oid: int, count: int, before: tuple[int, int] | None) -> str:
+    """Rows the run wrote into `table`; all of a table that replaced it (a first load's or rebuilt crew)."""
+    if before is None or before[0] == oid:
+        return f"{table} {count - (before[1] if before else 0):,}"
+    return f"{table} {count:,} (a new table)"
 
 
 def first_ingest(

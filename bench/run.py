@@ -105,11 +105,29 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
         generator = svc.generator
     with loads.upstream(args.records, changed_every=100) as changed:
         rows.append(loads.ingest("re-ingest, 1% changed", url, changed, seconds))
+    rows += every_member_changed(args.records, url, seconds)
     if not args.skip_topology:
         rows += topology.topology_rows(
             args.records, args.load_generator, args.read_seconds, seconds
         )
     return rows + machine.speed(url, "after"), generator
+
+
+def every_member_changed(records: int, url: str, seconds: float) -> list[Row]:
+    """Runs that change (nearly) every member: rebuilt (app/ingest/rewrite.py), then the same
+    change back in place and again rebuilt, so the last two compare like for like."""
+    with loads.upstream(records) as same, loads.upstream(records, changed_every=1) as changed:
+        return [
+            loads.ingest("re-ingest, the other 99% changed, rebuilt", url, changed, seconds),
+            loads.ingest(
+                "re-ingest, every member changed, in place (rebuild off)",
+                url,
+                same,
+                seconds,
+                in_place=True,
+            ),
+            loads.ingest("re-ingest, every member changed, rebuilt", url, changed, seconds),
+        ]
 
 
 def versions_summary(rows: list[Row]) -> str:

@@ -25,7 +25,7 @@ from app.api.responses import (
     DatabaseUnavailable,
 )
 from app.config import settings
-from app.db import get_engine
+from app.db import get_engine, hold_crew
 from app.db_errors import driver_cause as database_cause
 from app.shapes import ALWAYS_SENT
 from app.status.chart import format_count, format_seconds, run_chart
@@ -112,6 +112,7 @@ def read_summary(app: FastAPI, service: ServiceInfo) -> StatusSummary:
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
         with snapshot_connection.begin():
+            hold_crew(snapshot_connection)
             snapshot = read_snapshot(
                 snapshot_connection, settings.stale_after_seconds, len(settings.WEBHOOK_URL)
             )

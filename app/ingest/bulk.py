@@ -16,6 +16,10 @@ Anything that would not survive the move (another owner, row security, rules, ex
 statistics, a publication, column grants, foreign keys) keeps the run on the plain path. If
 crew gained rows meanwhile, or the lock is not granted in time, the stage's rows are inserted
 into crew instead: slower, same outcome.
+
+A run that changes most of a large crew rebuilds it in a stage the same way
+(app/ingest/rewrite.py): `replaces_rows`, crew's writers held off until the commit, and, if
+the move cannot be made, the rows that differ merged into crew.
 """
 
 import re
@@ -28,10 +32,9 @@ import structlog
 
 log = structlog.get_logger("crew_etl.ingest")
 
-# Only an empty crew, as the run's role owns it, with nothing a drop would take along unseen.
-ELIGIBLE = """
-SELECT NOT EXISTS (SELECT FROM crew)
-    AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+# Only a crew the run's role owns, with nothing a drop would take along unseen.
+REPLACEABLE = """
+SELECT c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
     AND c.relkind = 'r' AND c.reltablespace = 0 AND c.relreplident = 'd'
     AND NOT c.relrowsecurity AND NOT c.relhasrules
     AND NOT EXISTS (SELECT FROM pg_statistic_ext WHERE stxrelid = c.oid)
@@ -83,6 +86,11 @@ WIDENINGS = 2
 LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: keep it short
 LOCK_TRIES = 5
 LOCK_NOT_AVAILABLE = "55P03"
+# The columns a stage's rows are written with: all but generated ones (name_folded).
+COLUMNS = """
+SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+WHERE attrelid = 'crew'::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+"""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ class Stage:
     reloptions: list[str] | None
     comment: str | None
     grants: list[str]
+    columns: tuple[str, ...]  # crew's, but generated ones
+    replaces_rows: bool = False  # a rebuild of a crew with rows (app/ingest/rewrite.py)
 
 
 def stage(cursor: Any, run_id: int) -> Stage | None:
@@ -103,9 +113,19 @@ def stage(cursor: Any, run_id: int) -> Stage | None:
     crew_name_trigrams_rebuild() waits for it (migration 0016), since the load's name bounds
     commit before its rows are in crew, where a rebuild would not see them."""
     cursor.execute("LOCK TABLE crew IN ROW EXCLUSIVE MODE")
-    cursor.execute(ELIGIBLE)
-    if not cursor.fetchone()[0]:
+    cursor.execute("SELECT NOT EXISTS (SELECT FROM crew)")
+    if not cursor.fetchone()[0] or not replaceable(cursor):
         return None
+    return create(cursor, run_id)
+
+
+def replaceable(cursor: Any) -> bool:
+    cursor.execute(REPLACEABLE)
+    return bool(cursor.fetchone()[0])
+
+
+def create(cursor: Any, run_id: int, replaces_rows: bool = False) -> Stage:
+    """An empty table shaped like crew, with its primary key only: crew_load_<run id>."""
     table = f"crew_load_{run_id}"
     cursor.execute(PRIMARY_KEY)
     primary_key = cursor.fetchone()
@@ -119,7 +139,22 @@ def stage(cursor: Any, run_id: int) -> Stage | None:
     cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey {primary_key[1]}")
     if reloptions:
         cursor.execute(f"ALTER TABLE {table} SET ({', '.join(reloptions)})")
-    return Stage(table, tuple(primary_key), indexes, triggers, reloptions, comment, list(grants))
+    return Stage(
+        table,
+        tuple(primary_key),
+        indexes,
+        triggers,
+        reloptions,
+        comment,
+        list(grants),
+        columns(cursor),
+        replaces_rows,
+    )
+
+
+def columns(cursor: Any) -> tuple[str, ...]:
+    cursor.execute(COLUMNS)
+    return tuple(cursor.fetchone()[0])
 
 
 def on_stage(definition: str, table: str, number: int) -> str:
@@ -187,9 +222,9 @@ class Widening(threading.Thread):
 
 
 def move_in(cursor: Any, staged: Stage) -> bool:
-    """Put the stage in crew's place (True), or its rows into crew if that cannot be done now: crew
-    gained rows, its lock was not granted in LOCK_TRIES tries, or something the catalog checks
-    did not foresee (a view on crew) makes the drop fail."""
+    """Put the stage in crew's place (True), or its rows into crew if that cannot be done now: a
+    first load's crew gained rows, its lock was not granted in LOCK_TRIES tries, or something the
+    catalog checks did not foresee (a view on crew) makes the drop fail."""
     for _ in range(LOCK_TRIES):
         cursor.execute("SAVEPOINT crew_move")
         try:
@@ -207,20 +242,30 @@ def move_in(cursor: Any, staged: Stage) -> bool:
         if not busy:
             break
         log.info("crew is busy; trying the move again", table=staged.table)
-    insert_rows(cursor, staged, reason)
+    if staged.replaces_rows:
+        merge_rows(cursor, staged, reason)
+    else:
+        insert_rows(cursor, staged, reason)
     return False
 
 
-def swap(cursor: Any, staged: Stage) -> bool:
-    """Drop the empty crew and rename the stage into its place; False if crew has rows."""
+def lock_briefly(cursor: Any, statement: str) -> None:
+    """A LOCK statement that gives up after LOCK_TIMEOUT (readers queue behind its request)."""
     cursor.execute("SELECT current_setting('lock_timeout')")
     before = cursor.fetchone()[0]
     cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-    cursor.execute("LOCK TABLE crew IN ACCESS EXCLUSIVE MODE")
+    cursor.execute(statement)
     cursor.execute("SELECT set_config('lock_timeout', %s, true)", (before,))
-    cursor.execute("SELECT NOT EXISTS (SELECT FROM crew)")
-    if not cursor.fetchone()[0]:
-        return False
+
+
+def swap(cursor: Any, staged: Stage) -> bool:
+    """Drop crew and rename the stage into its place; False if a first load's crew has rows.
+    A rebuild's crew has kept its writers out since it began (app/ingest/rewrite.py)."""
+    lock_briefly(cursor, "LOCK TABLE crew IN ACCESS EXCLUSIVE MODE")
+    if not staged.replaces_rows:
+        cursor.execute("SELECT NOT EXISTS (SELECT FROM crew)")
+        if not cursor.fetchone()[0]:
+            return False
     cursor.execute("DROP TABLE crew")
     cursor.execute(f"ALTER TABLE {staged.table} RENAME TO crew")
     name = staged.primary_key[0]
@@ -239,13 +284,24 @@ def swap(cursor: Any, staged: Stage) -> bool:
 
 
 def insert_rows(cursor: Any, staged: Stage, reason: str) -> None:
-    """The stage's rows into crew as they are (timestamps included)."""
+    """A first load's rows into crew as they are (timestamps included)."""
     log.warning("crew not replaced; inserting the first load's rows", reason=reason)
+    listed = ", ".join(f'"{name}"' for name in staged.columns)
+    cursor.execute(f"INSERT INTO crew ({listed}) SELECT {listed} FROM {staged.table}")
+    cursor.execute(f"DROP TABLE {staged.table}")
+
+
+def merge_rows(cursor: Any, staged: Stage, reason: str) -> None:
+    """A rebuilt crew into crew in place: the rows that differ, as they are (timestamps
+    included). The stage holds every member, changed or not."""
+    log.warning("crew not replaced; writing the rebuilt rows into it", reason=reason)
+    fields = [f'"{name}"' for name in staged.columns if name != "id"]
+    listed = ", ".join(['"id"', *fields])
     cursor.execute(
-        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
-        "WHERE attrelid = 'crew'::regclass AND attnum > 0 AND NOT attisdropped "
-        "AND attgenerated = ''"
+        f"INSERT INTO crew AS c ({listed}) SELECT {listed} FROM {staged.table} "
+        f"ON CONFLICT (id) DO UPDATE SET ({', '.join(fields)}) = "
+        f"ROW({', '.join('excluded.' + f for f in fields)}) "
+        f"WHERE ({', '.join('c.' + f for f in fields)}) IS DISTINCT FROM "
+        f"({', '.join('excluded.' + f for f in fields)})"
     )
-    columns = cursor.fetchone()[0]
-    cursor.execute(f"INSERT INTO crew ({columns}) SELECT {columns} FROM {staged.table}")
     cursor.execute(f"DROP TABLE {staged.table}")

@@ -18,6 +18,8 @@ INCOMING = ", ".join(f"excluded.{name}" for name in CREW_FIELDS if name != "id")
 ASSIGN = ", ".join(f"{name} = excluded.{name}" for name in CREW_FIELDS if name != "id")
 FIELDS = ", ".join(name for name in CREW_FIELDS if name != "id")
 ROW_FIELDS = ", ".join(f"r.{name}" for name in CREW_FIELDS if name != "id")
+OLD = ", ".join(f"o.{name}" for name in CREW_FIELDS if name != "id")
+NEW = ", ".join(f"p.{name}" for name in CREW_FIELDS if name != "id")
 
 # The version a changed row opens (its fields as written, valid from the run's `now()`, like
 # its `updated_at`), after closing the version that was open. `changed_rows` is a CTE of crew
@@ -115,6 +117,36 @@ SELECT
 FROM changed_rows
 """
 
+# A page of a run that rebuilds crew (app/ingest/rewrite.py): crew keeps its rows as they were;
+# the stage takes the members that are new or changed, versioned as UPSERT_PAGE versions them.
+INSERTED = "r.id IN (SELECT id FROM changes WHERE inserted)"
+REWRITE_PAGE = f"""
+WITH page AS (
+    SELECT {COLUMNS} FROM jsonb_populate_recordset(NULL::crew, %(page)s::jsonb)
+), fresh AS (
+    INSERT INTO crew_seen SELECT id FROM page ON CONFLICT DO NOTHING RETURNING id
+), changes AS MATERIALIZED (
+    SELECT p.*, o.id IS NULL AS inserted, o.created_at AS first_loaded
+    FROM page p JOIN fresh USING (id) LEFT JOIN crew o USING (id)
+    WHERE o.id IS NULL OR ({OLD}, o.deleted_at) IS DISTINCT FROM ({NEW}, NULL)
+), changed_rows AS (
+    INSERT INTO {TARGET} AS c ({COLUMNS}, created_at)
+    SELECT {COLUMNS}, coalesce(first_loaded, now()) FROM changes
+    RETURNING c.*
+), closed AS ({VERSION_CLOSE.format(only=f"AND NOT {INSERTED}")}
+), opened AS ({
+    VERSION_INSERT.format(
+        op=f"CASE WHEN {INSERTED} THEN 'insert' WHEN closed.deleted_at IS NOT NULL "
+        "THEN 'restore' ELSE 'update' END"
+    )
+})
+SELECT
+    (SELECT coalesce(array_agg(id), '{{}}') FROM page WHERE id NOT IN (SELECT id FROM fresh)),
+    count(*) FILTER (WHERE inserted),
+    count(*) FILTER (WHERE NOT inserted)
+FROM changes
+"""
+
 KEEP = "INSERT INTO crew_kept SELECT unnest(%s::varchar[]) ON CONFLICT DO NOTHING"
 
 # Active rows the run saw no valid record for: kept (a rejected record named them) or vanished.
@@ -135,6 +167,20 @@ WITH changed_rows AS (
         AND NOT EXISTS (SELECT 1 FROM {SEEN} s WHERE s.id = crew.id)
         AND NOT EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id)
     RETURNING crew.*
+), closed AS ({VERSION_CLOSE.format(only="")}
+), opened AS ({VERSION_INSERT.format(op="'delete'")})
+SELECT count(*) FROM changed_rows
+"""
+
+# The same for a run that rebuilds crew: the rows go into the stage, deleted.
+REWRITE_SOFT_DELETE = f"""
+WITH changed_rows AS (
+    INSERT INTO {TARGET} AS c ({COLUMNS}, created_at, updated_at, deleted_at)
+    SELECT {COLUMNS}, created_at, now(), now() FROM crew
+    WHERE deleted_at IS NULL
+        AND NOT EXISTS (SELECT 1 FROM crew_seen s WHERE s.id = crew.id)
+        AND NOT EXISTS (SELECT 1 FROM crew_kept k WHERE k.id = crew.id)
+    RETURNING c.*
 ), closed AS ({VERSION_CLOSE.format(only="")}
 ), opened AS ({VERSION_INSERT.format(op="'delete'")})
 SELECT count(*) FROM changed_rows
@@ -194,9 +240,11 @@ def load_page(
     cursor: Any, run_id: int, page_json: str, valid: int, stage: bulk.Stage | None = None
 ) -> PageResult:
     """Upsert one page of validated records, given as a JSON array of `valid` crew objects,
-    into crew or the first load's stage."""
+    into crew, the first load's stage or a rebuild's."""
     if stage is None:
         sql = on_tables(UPSERT_PAGE, "crew", "crew_seen")
+    elif stage.replaces_rows:
+        sql = on_tables(REWRITE_PAGE, stage.table, "crew_seen")
     else:
         sql = on_tables(BULK_PAGE, stage.table, stage.table)
     cursor.execute(sql, {"page": page_json, "run_id": run_id})
@@ -238,7 +286,7 @@ def soft_delete_vanished(
 
     Returns (rows kept, rows deleted); kept rows are those only a rejected record named.
     """
-    seen = stage.table if stage else "crew_seen"
+    seen = stage.table if stage and not stage.replaces_rows else "crew_seen"
     cursor.execute(on_tables(COUNT_UNSEEN, "crew", seen))
     kept, vanished = (int(n) for n in cursor.fetchone())
     if vanished and not allow_mass_delete and more_than(vanished, active_before, max_fraction):
@@ -247,7 +295,10 @@ def soft_delete_vanished(
             f"(more than INGEST_MAX_DELETE_FRACTION={max_fraction}); "
             "trigger the run with allow_mass_delete=true to accept"
         )
-    cursor.execute(on_tables(SOFT_DELETE, "crew", seen), {"run_id": run_id})
+    if stage is not None and stage.replaces_rows:
+        cursor.execute(on_tables(REWRITE_SOFT_DELETE, stage.table, seen), {"run_id": run_id})
+    else:
+        cursor.execute(on_tables(SOFT_DELETE, "crew", seen), {"run_id": run_id})
     return kept, int(cursor.fetchone()[0])
 
 

@@ -15,7 +15,7 @@ import structlog
 
 from app.config import settings
 from app.db import background_engine
-from app.ingest import bulk, changes, extract, listing, load, registry, runs, validate
+from app.ingest import bulk, changes, extract, listing, load, registry, rewrite, runs, validate
 from app.ingest.prefetch import Prefetcher
 from app.ingest.watchdog import timed_out
 from app.models import IngestRun, RunStatus
@@ -67,16 +67,20 @@ def run_pipeline(
         local.load_connection = connection.dbapi_connection
         cursor = connection.cursor()
         active_before, stage = load.begin(cursor, local.run_id)
-        bounded: list[str] = []  # a first load's pages, for its name bounds (bulk.py)
+        bounded: list[str] = []  # pages written into a stage, for their name bounds (bulk.py)
         moved = False
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
             pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
+            may_rebuild = active_before >= rewrite.MIN_ACTIVE
             try:
                 while (page := next_page(local, pages)) is not None:
                     load_one_page(cursor, local, page, counts, drift, stage)
                     if stage is not None:  # one string a page: 200,000 small ones cost 30 MB
                         bounded.append(json.dumps(page.bounded))
+                    elif may_rebuild and rebuild_now(counts, active_before):
+                        stage = rewrite.switch(cursor, local.run_id)
+                        may_rebuild = False
                     on_progress(counts)
             finally:
                 pages.close()
@@ -98,6 +102,8 @@ def run_pipeline(
             finish_dry_run(cursor, local.run_id, counts, drift)
             return
         if stage is not None:
+            if stage.replaces_rows:
+                rewrite.copy_rest(cursor, stage)
             bulk.build(cursor, stage, bounded, lambda: background_engine().raw_connection())
             check_stop(local)
             moved = bulk.move_in(cursor, stage)
@@ -110,6 +116,11 @@ def run_pipeline(
     finally:
         local.load_connection = None
         quietly(connection.close)
+
+
+def rebuild_now(counts: RunCounts, active_before: int) -> bool:
+    changed = counts.rows_inserted + counts.rows_updated
+    return rewrite.worth_it(active_before, counts.records_valid, changed)
 
 
 def quietly(action: Callable[[], object]) -> None:

@@ -1,0 +1,269 @@
+"""A run that changes most of a large crew rebuilds it in a stage table and moves it into crew's
+place: the same rows, versions and counts as an update in place, crew's indexes, triggers and
+name bounds, writers held off, readers (snapshots included) never shown an empty crew."""
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.api.deps import crew_snapshot_connection
+from app.api.status import read_summary, service_info
+from app.config import settings
+from app.db import get_engine
+from app.ingest import bulk, rewrite
+from app.main import app
+from tests.conftest import crew_checksum, ingest, query_one, wait_until
+from tests.fake_upstream import FakeUpstream, Fault, synthetic_crew
+from tests.test_first_load import SHAPE, STAGES, execute
+from tests.test_walk_start import UNCOVERED
+
+MEMBERS = 300
+CHANGED = range(200)  # the third run's first pages: all changed, so the run rebuilds
+UNCHANGED = range(200, 250)
+KEPT = 260  # a rejected record names it: kept as it was
+NEW = range(300, 320)
+RESTORED = 5  # gone in the second run, back (and changed) in the third
+ACTIVE_AFTER = len(CHANGED) + len(UNCHANGED) + 1 + len(NEW)
+TABLE_OID = "SELECT 'crew'::regclass::oid"
+ROWS = """
+SELECT id, name, status, agency, image, wikipedia, launches, created_at, updated_at, deleted_at
+FROM crew ORDER BY id
+"""
+VERSIONS_BY_OP = "SELECT op, count(*) FROM crew_versions WHERE opened_run_id = :id GROUP BY op"
+HOLDING_WRITERS = (
+    "SELECT count(*) FROM pg_locks WHERE relation = 'crew'::regclass AND mode = 'ShareLock'"
+)
+PENDING_LOCKS = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+
+
+def member_id(index: int) -> str:
+    return f"{index:024x}"
+
+
+def third_listing() -> list[dict[str, Any]]:
+    rejected = {**synthetic_crew(KEPT), "name": None}
+    return [
+        *(synthetic_crew(i, version=1) for i in CHANGED),
+        *(synthetic_crew(i) for i in UNCHANGED),
+        rejected,
+        *(synthetic_crew(i) for i in NEW),
+    ]
+
+
+@pytest.fixture(name="loaded")
+def loaded_fixture(
+    client: TestClient, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> FakeUpstream:
+    """Crew after a first load of MEMBERS and a run that soft-deleted RESTORED; the upstream
+    then serves third_listing(). Crews from 100 members up may be rebuilt."""
+    monkeypatch.setattr(settings, "INGEST_PAGE_SIZE", 50)
+    upstream.records = [synthetic_crew(i) for i in range(MEMBERS)]
+    assert ingest(client)["status"] == "succeeded"
+    upstream.records = [r for r in upstream.records if r["id"] != member_id(RESTORED)]
+    assert ingest(client)["rows_deleted"] == 1
+    monkeypatch.setattr(rewrite, "MIN_ACTIVE", 100)
+    upstream.records = third_listing()
+    return upstream
+
+
+def crew_rows() -> dict[str, Any]:
+    with get_engine().connect() as connection:
+        return {row.id: row for row in connection.execute(text(ROWS))}
+
+
+def assert_third_run(run: dict[str, Any], before: dict[str, Any]) -> None:
+    """The third run's counts, rows and versions, whichever way it wrote them."""
+    assert run["status"] == "succeeded", run["error"]
+    counts = {k: run[f"rows_{k}"] for k in ("inserted", "updated", "unchanged", "deleted", "kept")}
+    assert counts == {"inserted": 20, "updated": 200, "unchanged": 50, "deleted": 49, "kept": 1}
+    with get_engine().connect() as connection:
+        ops = dict(connection.execute(text(VERSIONS_BY_OP), {"id": run["id"]}).all())
+    assert ops == {"insert": 20, "update": 199, "restore": 1, "delete": 49}
+    after = crew_rows()
+    written = {row.updated_at for row in after.values()} - {r.updated_at for r in before.values()}
+    assert len(written) == 1  # every row the run wrote carries its one time
+    listing = {r["id"]: r for r in third_listing() if r["name"]}
+    for key, row in after.items():
+        old = before.get(key)
+        if old is not None:
+            assert row.created_at == old.created_at
+        if key in listing:
+            record = listing[key]
+            assert (row.name, row.agency, row.image, list(row.launches)) == (
+                record["name"],
+                record["agency"],
+                record["image"],
+                record["launches"],
+            )
+            assert row.deleted_at is None
+            same = old is not None and old.deleted_at is None and old.name == record["name"]
+            assert (row.updated_at == old.updated_at) if same else (row.updated_at in written)
+        elif key == member_id(KEPT):
+            assert row == old
+        else:
+            assert row.deleted_at is not None and row.updated_at in written
+    assert len(after) == MEMBERS + len(NEW)
+    assert query_one(UNCOVERED)[0] == 0  # name bounds cover every name in crew
+    assert query_one(STAGES)[0] == 0
+
+
+@pytest.mark.parametrize("rebuilt", [True, False], ids=["rebuilt", "in-place"])
+def test_a_run_changing_most_of_crew_writes_what_an_update_in_place_writes(
+    client: TestClient, loaded: FakeUpstream, monkeypatch: pytest.MonkeyPatch, rebuilt: bool
+) -> None:
+    if not rebuilt:
+        monkeypatch.setattr(rewrite, "MIN_ACTIVE", 10**9)
+    shape, table, before = query_one(SHAPE), query_one(TABLE_OID)[0], crew_rows()
+
+    run = ingest(client)
+
+    assert_third_run(run, before)
+    assert (query_one(TABLE_OID)[0] != table) == rebuilt
+    assert query_one(SHAPE) == shape
+    page = client.get("/crew", params={"name": " v1", "sort": "-agency", "count": "exact"}).json()
+    assert page["total"] == len(CHANGED)
+    again = ingest(client)
+    assert (again["rows_inserted"], again["rows_updated"], again["rows_deleted"]) == (0, 0, 0)
+    # The triggers came along: a write outside a run widens the bounds.
+    execute("UPDATE crew SET name = 'Zyx Qwv' WHERE id = :id", id=member_id(210))
+    assert client.get("/crew", params={"name": "qwv", "count": "exact"}).json()["total"] == 1
+
+
+def test_a_dry_run_that_would_rebuild_lists_its_changes_and_leaves_crew(
+    client: TestClient, loaded: FakeUpstream
+) -> None:
+    table, checksum = query_one(TABLE_OID)[0], crew_checksum()
+
+    run = ingest(client, dry_run="true")
+
+    assert (run["status"], run["rows_updated"], run["rows_deleted"]) == ("succeeded", 200, 49)
+    assert (query_one(TABLE_OID)[0], crew_checksum()) == (table, checksum)
+    changes = client.get(f"/ingest/{run['id']}/changes", params={"limit": 1}).json()
+    assert changes["total"] == 20 + 200 + 49
+    assert query_one(STAGES)[0] == 0
+
+
+def test_a_run_failing_after_it_began_to_rebuild_leaves_crew_as_it_was(
+    client: TestClient, loaded: FakeUpstream
+) -> None:
+    loaded.fail(4, Fault("status", status=404))
+    table, checksum = query_one(TABLE_OID)[0], crew_checksum()
+
+    run = ingest(client)
+
+    assert run["status"] == "failed"
+    assert (query_one(TABLE_OID)[0], crew_checksum()) == (table, checksum)
+    assert query_one(STAGES)[0] == 0
+
+
+def test_a_writer_of_crew_during_a_rebuild_waits_and_its_row_is_kept(
+    client: TestClient, loaded: FakeUpstream
+) -> None:
+    written = threading.Event()
+
+    def write() -> None:
+        execute(
+            "UPDATE crew SET image = 'https://example.org/x.png' WHERE id = :id", id=member_id(210)
+        )
+        written.set()
+
+    def start_writer(_: FakeUpstream) -> None:
+        if query_one(HOLDING_WRITERS)[0] and not written.is_set():  # the run is rebuilding
+            loaded.between_requests = None
+            threading.Thread(target=write, daemon=True).start()
+            wait_until(lambda: query_one(PENDING_LOCKS)[0] > 0)
+
+    loaded.between_requests = start_writer
+    table = query_one(TABLE_OID)[0]
+
+    run = ingest(client)
+
+    assert written.wait(30)
+    assert query_one(TABLE_OID)[0] != table  # rebuilt, and the write came after it
+    image = query_one("SELECT image FROM crew WHERE id = :id", id=member_id(210))[0]
+    assert image == "https://example.org/x.png"
+    assert run["rows_updated"] == 200
+
+
+def test_a_rebuild_whose_lock_is_never_granted_writes_its_rows_into_crew(
+    client: TestClient, loaded: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "LOCK_TIMEOUT", "50ms")
+    monkeypatch.setattr(bulk, "LOCK_TRIES", 2)
+    shape, table, before = query_one(SHAPE), query_one(TABLE_OID)[0], crew_rows()
+    reading, done = threading.Event(), threading.Event()
+
+    def reader() -> None:  # a long read of crew, holding its lock to the end
+        with get_engine().connect() as connection, connection.begin():
+            connection.execute(text("SELECT count(*) FROM crew"))
+            reading.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    reading.wait(10)
+    try:
+        run = ingest(client)
+    finally:
+        done.set()
+        thread.join()
+
+    assert_third_run(run, before)
+    assert (query_one(TABLE_OID)[0], query_one(SHAPE)) == (table, shape)
+
+
+def test_a_snapshot_begun_during_the_move_sees_the_rebuilt_crew_not_an_empty_one(
+    client: TestClient, loaded: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REPEATABLE READ snapshot taken while the move holds crew, then used on crew, would find
+    the new table's rows too new to see. History and the status page lock crew first."""
+    seen: dict[str, int] = {}
+    move_in = bulk.move_in
+
+    def count_in_snapshot() -> None:
+        with crew_snapshot_connection() as connection:
+            query = "SELECT count(*) FROM crew WHERE deleted_at IS NULL"
+            seen["snapshot"] = connection.exec_driver_sql(query).scalar_one()
+
+    def status_page() -> None:
+        seen["status"] = read_summary(app, service_info(app)).crew.total
+
+    def move_in_then_read(cursor: Any, staged: bulk.Stage) -> bool:
+        moved = move_in(cursor, staged)  # crew is locked until the run commits
+        for read in (count_in_snapshot, status_page):
+            threading.Thread(target=read, daemon=True).start()
+        wait_until(lambda: query_one(PENDING_LOCKS)[0] >= 2)
+        return moved
+
+    monkeypatch.setattr(bulk, "move_in", move_in_then_read)
+
+    run = ingest(client)
+
+    assert run["status"] == "succeeded", run["error"]
+    wait_until(lambda: len(seen) == 2)
+    assert seen == {"snapshot": ACTIVE_AFTER, "status": ACTIVE_AFTER}
+
+
+@pytest.fixture(name="own_column")
+def own_column_fixture() -> Iterator[None]:
+    execute("ALTER TABLE crew ADD COLUMN note text")
+    yield
+    execute("ALTER TABLE crew DROP COLUMN note")
+
+
+@pytest.mark.usefixtures("own_column")
+def test_a_crew_with_a_column_of_its_own_is_updated_in_place_and_keeps_it(
+    client: TestClient, loaded: FakeUpstream
+) -> None:
+    execute("UPDATE crew SET note = 'ours' WHERE id = :id", id=member_id(7))
+    table, before = query_one(TABLE_OID)[0], crew_rows()
+
+    run = ingest(client)
+
+    assert_third_run(run, before)
+    assert query_one(TABLE_OID)[0] == table
+    assert query_one("SELECT note FROM crew WHERE id = :id", id=member_id(7))[0] == "ours"
