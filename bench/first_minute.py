@@ -1,6 +1,7 @@
 """Reads in the first minute after a run: one uvicorn worker under 16 connections throughout a
 first ingest of N members into an empty database, then for 60 s after it commits; the same
-around a re-ingest with 1 % of the records changed.
+around a re-ingest with 1 % of the records changed, and one that changes all the others (a run
+that rebuilds crew, app/ingest/rewrite.py).
 
 wrk runs in windows of WINDOW seconds, cycling through URLS; a row reports the worst window's
 p50 and p99 (an upper bound of the period's p99) and the lowest window's req/s, so a slow
@@ -67,7 +68,7 @@ def around(svc: reads.Service, label: str, url: str, upstream_url: str) -> list[
 
 
 def first_minute(url: str, records: int, svc_args: tuple[str, int]) -> list[Row]:
-    """A first ingest into the empty, migrated database `url`, then a 1 % change."""
+    """A first ingest into the empty, migrated database `url`, a 1 % change, then the rest."""
     loads.migrate(url)
     rows: list[Row] = []
     with reads.service(url, *svc_args) as svc:
@@ -75,4 +76,6 @@ def first_minute(url: str, records: int, svc_args: tuple[str, int]) -> list[Row]
             rows += around(svc, "first ingest", url, same)
         with loads.upstream(records, changed_every=100) as changed:
             rows += around(svc, "re-ingest, 1% changed", url, changed)
+        with loads.upstream(records, changed_every=1) as rest:
+            rows += around(svc, "re-ingest, the other 99% changed (rebuilt)", url, rest)
     return rows

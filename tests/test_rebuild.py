@@ -44,6 +44,10 @@ def member_id(index: int) -> str:
     return f"{index:024x}"
 
 
+def image_of(index: int) -> dict[str, str]:
+    return {"id": member_id(index), "image": synthetic_crew(index)["image"]}
+
+
 def third_listing() -> list[dict[str, Any]]:
     rejected = {**synthetic_crew(KEPT), "name": None}
     return [
@@ -133,14 +137,31 @@ def test_a_run_changing_most_of_crew_writes_what_an_update_in_place_writes(
     assert client.get("/crew", params={"name": "qwv", "count": "exact"}).json()["total"] == 1
 
 
-def test_a_dry_run_that_would_rebuild_lists_its_changes_and_leaves_crew(
+def test_a_dry_run_of_a_change_to_most_of_crew_lists_it_and_holds_no_writer_off(
     client: TestClient, loaded: FakeUpstream
 ) -> None:
+    """A dry run is rolled back: it stays in place, where a writer of a row it does not change
+    goes on at once (a rebuild would hold every writer off to its end). It writes the member
+    only a rejected record names."""
+    writes: list[str] = []
+
+    def write(_: FakeUpstream) -> None:
+        if len(writes) == 3:  # past the pages where a run decides
+            execute(
+                "SET LOCAL lock_timeout = '1s'; "
+                "UPDATE crew SET image = 'https://example.org/x.png' WHERE id = :id",
+                id=member_id(KEPT),
+            )
+        writes.append("page")
+
+    loaded.between_requests = write
     table, checksum = query_one(TABLE_OID)[0], crew_checksum()
 
     run = ingest(client, dry_run="true")
 
     assert (run["status"], run["rows_updated"], run["rows_deleted"]) == ("succeeded", 200, 49)
+    assert len(writes) > 3
+    execute("UPDATE crew SET image = :image WHERE id = :id", **image_of(KEPT))
     assert (query_one(TABLE_OID)[0], crew_checksum()) == (table, checksum)
     changes = client.get(f"/ingest/{run['id']}/changes", params={"limit": 1}).json()
     assert changes["total"] == 20 + 200 + 49
@@ -267,3 +288,102 @@ def test_a_crew_with_a_column_of_its_own_is_updated_in_place_and_keeps_it(
     assert_third_run(run, before)
     assert query_one(TABLE_OID)[0] == table
     assert query_one("SELECT note FROM crew WHERE id = :id", id=member_id(7))[0] == "ours"
+
+
+# What an operator may have done to crew that a rebuilt table would not carry: (set up, what
+# must still hold after the run, undo).
+OPERATORS_CHANGES = {
+    "not-valid-check": (
+        f"UPDATE crew SET image = 'http://example.org/old.png' WHERE id = '{member_id(KEPT)}'; "
+        "ALTER TABLE crew ADD CONSTRAINT image_https "
+        "CHECK (image IS NULL OR image LIKE 'https:%') NOT VALID",
+        "SELECT NOT convalidated FROM pg_constraint WHERE conname = 'image_https'",
+        "ALTER TABLE crew DROP CONSTRAINT image_https",
+    ),
+    "row-trigger": (
+        "CREATE TABLE crew_audit (id text); CREATE FUNCTION crew_audit() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN INSERT INTO crew_audit VALUES (NEW.id); RETURN NULL; END $$;"
+        "CREATE TRIGGER crew_audit AFTER INSERT OR UPDATE ON crew "
+        "FOR EACH ROW EXECUTE FUNCTION crew_audit()",
+        "SELECT count(*) = 20 + 200 + 49 FROM crew_audit",
+        "DROP TRIGGER crew_audit ON crew; DROP FUNCTION crew_audit; DROP TABLE crew_audit",
+    ),
+    "view": (
+        "CREATE VIEW crew_names AS SELECT id, name FROM crew",
+        f"SELECT count(*) = {MEMBERS + len(NEW)} FROM crew_names",
+        "DROP VIEW crew_names",
+    ),
+    "statistics-target": (
+        "ALTER TABLE crew ALTER COLUMN agency SET STATISTICS 1000",
+        "SELECT attstattarget = 1000 FROM pg_attribute "
+        "WHERE attrelid = 'crew'::regclass AND attname = 'agency'",
+        "ALTER TABLE crew ALTER COLUMN agency SET STATISTICS -1",
+    ),
+    "n-distinct": (
+        "ALTER TABLE crew ALTER COLUMN status SET (n_distinct = 7)",
+        "SELECT attoptions @> '{n_distinct=7}' FROM pg_attribute "
+        "WHERE attrelid = 'crew'::regclass AND attname = 'status'",
+        "ALTER TABLE crew ALTER COLUMN status RESET (n_distinct)",
+    ),
+    "toast-setting": (
+        "ALTER TABLE crew SET (toast.autovacuum_enabled = false)",
+        "SELECT t.reloptions = '{autovacuum_enabled=false}' FROM pg_class c "
+        "JOIN pg_class t ON t.oid = c.reltoastrelid WHERE c.oid = 'crew'::regclass",
+        "ALTER TABLE crew RESET (toast.autovacuum_enabled)",
+    ),
+    "index-comment": (
+        "COMMENT ON INDEX ix_crew_status_id IS 'ours'",
+        "SELECT obj_description('ix_crew_status_id'::regclass, 'pg_class') = 'ours'",
+        "COMMENT ON INDEX ix_crew_status_id IS NULL",
+    ),
+    "policy": (
+        "CREATE POLICY crew_all ON crew USING (true)",
+        "SELECT count(*) = 1 FROM pg_policy WHERE polrelid = 'crew'::regclass",
+        "DROP POLICY crew_all ON crew",
+    ),
+    "clustered": (
+        "ALTER TABLE crew CLUSTER ON ix_crew_status_id",
+        "SELECT indisclustered FROM pg_index WHERE indexrelid = 'ix_crew_status_id'::regclass",
+        "ALTER TABLE crew SET WITHOUT CLUSTER",
+    ),
+}
+
+
+@pytest.fixture(name="operators_change", params=sorted(OPERATORS_CHANGES))
+def operators_change_fixture(request: pytest.FixtureRequest) -> Iterator[str]:
+    set_up, holds, undo = OPERATORS_CHANGES[request.param]
+    yield set_up
+    try:
+        assert query_one(holds)[0], request.param
+    finally:
+        execute(undo)
+
+
+def test_a_crew_an_operator_changed_is_updated_in_place_and_keeps_the_change(
+    client: TestClient, loaded: FakeUpstream, operators_change: str
+) -> None:
+    execute(operators_change)
+    table, before = query_one(TABLE_OID)[0], crew_rows()
+
+    run = ingest(client)
+
+    assert_third_run(run, before)
+    assert query_one(TABLE_OID)[0] == table
+
+
+def test_a_rebuild_keeps_the_mode_of_crews_triggers(
+    client: TestClient, loaded: FakeUpstream
+) -> None:
+    execute("ALTER TABLE crew ENABLE ALWAYS TRIGGER crew_name_trigrams_on_update")
+    table = query_one(TABLE_OID)[0]
+
+    run = ingest(client)
+
+    assert run["rows_updated"] == 200
+    assert query_one(TABLE_OID)[0] != table
+    modes = "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'crew'::regclass"
+    with get_engine().connect() as connection:
+        assert dict(connection.execute(text(modes)).all()) == {
+            "crew_name_trigrams_on_insert": "O",
+            "crew_name_trigrams_on_update": "A",
+        }

@@ -32,17 +32,52 @@ import structlog
 
 log = structlog.get_logger("crew_etl.ingest")
 
-# Only a crew the run's role owns, with nothing a drop would take along unseen.
-REPLACEABLE = """
+# Only a crew the run's role owns, with nothing a drop would take along unseen and nothing the
+# stage would not carry over: an operator's trigger would miss the stage's rows, a NOT VALID
+# check would be validated on it, per-column planner settings, comments on indexes, policies,
+# toast settings, a clustering index would be lost. Any of them keeps a run on the plain path.
+OUR_TRIGGERS = ("crew_name_trigrams_on_insert", "crew_name_trigrams_on_update")
+REPLACEABLE = f"""
 SELECT c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
     AND c.relkind = 'r' AND c.reltablespace = 0 AND c.relreplident = 'd'
+    AND c.relpersistence = 'p' AND c.relam = (SELECT oid FROM pg_am WHERE amname = 'heap')
     AND NOT c.relrowsecurity AND NOT c.relhasrules
+    AND (SELECT t.reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid) IS NULL
     AND NOT EXISTS (SELECT FROM pg_statistic_ext WHERE stxrelid = c.oid)
     AND NOT EXISTS (SELECT FROM pg_publication_rel WHERE prrelid = c.oid)
-    AND NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = c.oid AND attacl IS NOT NULL)
+    AND NOT EXISTS (SELECT FROM pg_policy WHERE polrelid = c.oid)
+    AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid)
+    AND NOT EXISTS (SELECT FROM pg_seclabel WHERE objoid = c.oid)
+    AND NOT EXISTS (SELECT FROM pg_index WHERE indrelid = c.oid AND indisclustered)
+    AND NOT EXISTS (
+        SELECT FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal
+            AND tgname NOT IN {OUR_TRIGGERS}
+    )
+    AND NOT EXISTS (
+        SELECT FROM pg_attribute a
+        WHERE a.attnum > 0 AND (
+            a.attacl IS NOT NULL AND a.attrelid = c.oid
+            OR coalesce(a.attstattarget, -1) >= 0
+            OR EXISTS (SELECT FROM unnest(a.attoptions) o WHERE o LIKE 'n\\_distinct%')
+        )
+        AND a.attrelid IN (
+            SELECT c.oid UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = c.oid
+        )
+    )
     AND NOT EXISTS (
         SELECT FROM pg_constraint
-        WHERE (conrelid = c.oid AND contype NOT IN ('p', 'c', 'n')) OR confrelid = c.oid
+        WHERE (conrelid = c.oid AND (contype NOT IN ('p', 'c', 'n') OR NOT convalidated))
+            OR confrelid = c.oid
+    )
+    AND NOT EXISTS (
+        SELECT FROM pg_description
+        WHERE objoid IN (SELECT indexrelid FROM pg_index WHERE indrelid = c.oid)
+            OR objoid IN (SELECT oid FROM pg_constraint WHERE conrelid = c.oid AND contype = 'p')
+    )
+    AND NOT EXISTS (  -- views, and functions whose bodies name crew
+        SELECT FROM pg_depend
+        WHERE refclassid = 'pg_class'::regclass AND refobjid = c.oid AND deptype = 'n'
+            AND classid IN ('pg_rewrite'::regclass, 'pg_proc'::regclass)
     )
 FROM pg_class c WHERE c.oid = 'crew'::regclass
 """
@@ -83,6 +118,8 @@ WIDEN_PAGES = 20
 # index builds (2.0 s against 1.7 s for 200,000 members), and one connection alone leaves a
 # core idle once they end.
 WIDENINGS = 2
+# pg_trigger.tgenabled other than the default "O" (fires unless replicating)
+TRIGGER_MODES = {"D": "DISABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}
 LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: keep it short
 LOCK_TRIES = 5
 LOCK_NOT_AVAILABLE = "55P03"
@@ -274,8 +311,8 @@ def swap(cursor: Any, staged: Stage) -> bool:
         cursor.execute(f'ALTER INDEX {staged.table}_{number} RENAME TO "{index}"')
     for trigger, definition, enabled in staged.triggers:
         cursor.execute(definition)
-        if enabled == "D":
-            cursor.execute(f'ALTER TABLE crew DISABLE TRIGGER "{trigger}"')
+        if enabled in TRIGGER_MODES:
+            cursor.execute(f'ALTER TABLE crew {TRIGGER_MODES[enabled]} TRIGGER "{trigger}"')
     for grant in staged.grants:
         cursor.execute(grant)
     if staged.comment is not None:

@@ -72,7 +72,8 @@ def run_pipeline(
         with extract.make_client(settings.HTTP_TIMEOUT_SECONDS) as client:
             fetched = listing.iter_pages(client, settings.SPACEX_API_URL, policy)
             pages = Prefetcher(checked_pages(fetched, settings.INGEST_MAX_REJECTS_PER_RUN))
-            may_rebuild = active_before >= rewrite.MIN_ACTIVE
+            # a dry run is rolled back: a rebuild would only hold crew's writers off for nothing
+            may_rebuild = active_before >= rewrite.MIN_ACTIVE and not run.dry_run
             try:
                 while (page := next_page(local, pages)) is not None:
                     load_one_page(cursor, local, page, counts, drift, stage)

@@ -10,9 +10,10 @@ changed members as its pages bring them, the vanished ones soft-deleted, then ev
 crew as it is. The stage gets crew's indexes, built once over its rows, and moves into crew's
 place as a first load's does. Versions are written as on the plain path.
 
-A run keeps the plain path if crew is small, if its sample changes less than half, if most of
-the run is already done, if crew has columns a rebuild would not carry (ones the migrations did
-not make) or anything bulk.REPLACEABLE rules out, or if crew's writers do not let go in time.
+A run keeps the plain path if crew is small, if its sample changes a third or less, if half of
+the run is already done, if it is a dry run, if crew has columns a rebuild would not carry (ones
+the migrations did not make) or anything bulk.REPLACEABLE rules out, or if crew's writers do not
+let go in time.
 """
 
 from fractions import Fraction
