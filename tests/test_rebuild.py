@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlmodel import Session
 
 from app.api.deps import crew_snapshot_connection
 from app.api.status import read_summary, service_info
 from app.config import settings
 from app.db import get_engine
-from app.ingest import bulk, rewrite
+from app.ingest import bulk, rewrite, service
 from app.main import app
-from tests.conftest import crew_checksum, ingest, query_one, wait_until
+from app.models import RunTrigger
+from tests.conftest import crew_checksum, ingest, query_one, run_row, wait_until
 from tests.fake_upstream import FakeUpstream, Fault, synthetic_crew
 from tests.test_first_load import SHAPE, STAGES, execute
 from tests.test_walk_start import UNCOVERED
@@ -237,6 +239,75 @@ def test_a_rebuild_whose_lock_is_never_granted_writes_its_rows_into_crew(
     assert (query_one(TABLE_OID)[0], query_one(SHAPE)) == (table, shape)
 
 
+def test_a_rebuild_of_the_name_bounds_waiting_for_a_rebuilding_run_lets_it_move_in(
+    client: TestClient, loaded: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """crew_name_trigrams_rebuild() waits for the run's writes; it must not also hold a lock the
+    move needs (PostgreSQL 15 locked an SQL function's tables before running its LOCK: the move
+    deadlocked, and the run wrote its rows into crew instead). Migration 0017."""
+    move_in, moved, rebuilt = bulk.move_in, [], threading.Event()
+
+    def rebuild() -> None:
+        execute("SELECT crew_name_trigrams_rebuild()")
+        rebuilt.set()
+
+    def rebuild_then_move_in(cursor: Any, staged: bulk.Stage) -> bool:
+        threading.Thread(target=rebuild, daemon=True).start()
+        wait_until(lambda: query_one(PENDING_LOCKS)[0] > 0)
+        moved.append(move_in(cursor, staged))
+        return moved[-1]
+
+    monkeypatch.setattr(bulk, "move_in", rebuild_then_move_in)
+    table = query_one(TABLE_OID)[0]
+
+    run = ingest(client)
+
+    assert (run["status"], run["rows_updated"]) == ("succeeded", 200), run["error"]
+    assert moved == [True]
+    assert query_one(TABLE_OID)[0] != table
+    assert rebuilt.wait(30)
+    assert query_one(UNCOVERED)[0] == 0
+
+
+def test_a_run_cancelled_while_its_move_waits_stops_there(
+    client: TestClient, loaded: FakeUpstream, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancelled wait for crew's lock ends the run: no merge of its rows into crew first."""
+    monkeypatch.setattr(bulk, "LOCK_TIMEOUT", "60s")
+    merged: list[str] = []
+    merge_rows = bulk.merge_rows
+
+    def spy(cursor: Any, staged: bulk.Stage, reason: str) -> None:
+        merged.append(reason)
+        merge_rows(cursor, staged, reason)
+
+    monkeypatch.setattr(bulk, "merge_rows", spy)
+    table, checksum = query_one(TABLE_OID)[0], crew_checksum()
+    reading, done = threading.Event(), threading.Event()
+
+    def reader() -> None:  # a long read of crew, holding its lock to the end
+        with get_engine().connect() as connection, connection.begin():
+            connection.execute(text("SELECT count(*) FROM crew"))
+            reading.set()
+            done.wait(60)
+
+    threading.Thread(target=reader, daemon=True).start()
+    reading.wait(10)
+    run = service.create_run(session, RunTrigger.api)
+    worker = threading.Thread(target=service.execute_run, args=(run.id,))
+    worker.start()
+    try:
+        wait_until(lambda: query_one(PENDING_LOCKS)[0] > 0)  # the move waits for the reader
+        assert client.post(f"/ingest/{run.id}/cancel").status_code == 202
+        worker.join(timeout=30)
+    finally:
+        done.set()
+
+    assert run_row(run.id)[:2] == ("cancelled", "cancelled on request")
+    assert merged == []
+    assert (query_one(TABLE_OID)[0], crew_checksum()) == (table, checksum)
+
+
 def test_a_snapshot_begun_during_the_move_sees_the_rebuilt_crew_not_an_empty_one(
     client: TestClient, loaded: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,6 +440,19 @@ def test_a_crew_an_operator_changed_is_updated_in_place_and_keeps_the_change(
 
     assert_third_run(run, before)
     assert query_one(TABLE_OID)[0] == table
+
+
+def test_a_crew_with_a_dropped_column_is_rebuilt(client: TestClient, loaded: FakeUpstream) -> None:
+    """A dropped column stays in the catalog (PostgreSQL 15 gives it a statistics target of 0):
+    it is no setting of the operator's to keep."""
+    execute("ALTER TABLE crew ADD COLUMN note text")
+    execute("ALTER TABLE crew DROP COLUMN note")
+    table, before = query_one(TABLE_OID)[0], crew_rows()
+
+    run = ingest(client)
+
+    assert_third_run(run, before)
+    assert query_one(TABLE_OID)[0] != table
 
 
 def test_a_rebuild_keeps_the_mode_of_crews_triggers(

@@ -55,7 +55,7 @@ SELECT c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
     )
     AND NOT EXISTS (
         SELECT FROM pg_attribute a
-        WHERE a.attnum > 0 AND (
+        WHERE a.attnum > 0 AND NOT a.attisdropped AND (
             a.attacl IS NOT NULL AND a.attrelid = c.oid
             OR coalesce(a.attstattarget, -1) >= 0
             OR EXISTS (SELECT FROM unnest(a.attoptions) o WHERE o LIKE 'n\\_distinct%')
@@ -123,6 +123,7 @@ TRIGGER_MODES = {"D": "DISABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}
 LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: keep it short
 LOCK_TRIES = 5
 LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
 # The columns a stage's rows are written with: all but generated ones (name_folded).
 COLUMNS = """
 SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
@@ -271,7 +272,7 @@ def move_in(cursor: Any, staged: Stage) -> bool:
             reason, busy = "crew gained rows during the load", False
         except Exception as exc:
             code = getattr(exc, "pgcode", None)  # an error the server reported, else not ours
-            if code is None:
+            if code is None or code == QUERY_CANCELED:  # the run was told to stop: it stops
                 raise
             reason = f"{type(exc).__name__}: {str(exc).strip()}"
             busy = code == LOCK_NOT_AVAILABLE
