@@ -244,7 +244,8 @@ def ingest(
 
 
 def written(table: str, oid: int, count: int, before: tuple[int, int] | None) -> str:
-    """Rows the run wrote into `table`; all of a table that replaced it (a first load's or rebuilt crew)."""
+    """Rows the run wrote into `table`; all of a table that replaced it (a first load's or a
+    rebuilt crew)."""
     if before is None or before[0] == oid:
         return f"{table} {count - (before[1] if before else 0):,}"
     return f"{table} {count:,} (a new table)"
