@@ -30,83 +30,10 @@ from typing import Any
 
 import structlog
 
+from app.ingest import crew_catalog
+
 log = structlog.get_logger("crew_etl.ingest")
 
-# Only a crew the run's role owns, with nothing a drop would take along unseen and nothing the
-# stage would not carry over: an operator's trigger would miss the stage's rows, a NOT VALID
-# check would be validated on it, per-column planner settings, comments on indexes, policies,
-# toast settings, a clustering index would be lost. Any of them keeps a run on the plain path.
-OUR_TRIGGERS = ("crew_name_trigrams_on_insert", "crew_name_trigrams_on_update")
-REPLACEABLE = f"""
-SELECT c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-    AND c.relkind = 'r' AND c.reltablespace = 0 AND c.relreplident = 'd'
-    AND c.relpersistence = 'p' AND c.relam = (SELECT oid FROM pg_am WHERE amname = 'heap')
-    AND NOT c.relrowsecurity AND NOT c.relhasrules
-    AND (SELECT t.reloptions FROM pg_class t WHERE t.oid = c.reltoastrelid) IS NULL
-    AND NOT EXISTS (SELECT FROM pg_statistic_ext WHERE stxrelid = c.oid)
-    AND NOT EXISTS (SELECT FROM pg_publication_rel WHERE prrelid = c.oid)
-    AND NOT EXISTS (SELECT FROM pg_policy WHERE polrelid = c.oid)
-    AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid)
-    AND NOT EXISTS (SELECT FROM pg_seclabel WHERE objoid = c.oid)
-    AND NOT EXISTS (SELECT FROM pg_index WHERE indrelid = c.oid AND indisclustered)
-    AND NOT EXISTS (
-        SELECT FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal
-            AND tgname NOT IN {OUR_TRIGGERS}
-    )
-    AND NOT EXISTS (
-        SELECT FROM pg_attribute a
-        WHERE a.attnum > 0 AND NOT a.attisdropped AND (
-            a.attacl IS NOT NULL AND a.attrelid = c.oid
-            OR coalesce(a.attstattarget, -1) >= 0
-            OR EXISTS (SELECT FROM unnest(a.attoptions) o WHERE o LIKE 'n\\_distinct%')
-        )
-        AND a.attrelid IN (
-            SELECT c.oid UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = c.oid
-        )
-    )
-    AND NOT EXISTS (
-        SELECT FROM pg_constraint
-        WHERE (conrelid = c.oid AND (contype NOT IN ('p', 'c', 'n') OR NOT convalidated))
-            OR confrelid = c.oid
-    )
-    AND NOT EXISTS (
-        SELECT FROM pg_description
-        WHERE objoid IN (SELECT indexrelid FROM pg_index WHERE indrelid = c.oid)
-            OR objoid IN (SELECT oid FROM pg_constraint WHERE conrelid = c.oid AND contype = 'p')
-    )
-    AND NOT EXISTS (  -- views, and functions whose bodies name crew
-        SELECT FROM pg_depend
-        WHERE refclassid = 'pg_class'::regclass AND refobjid = c.oid AND deptype = 'n'
-            AND classid IN ('pg_rewrite'::regclass, 'pg_proc'::regclass)
-    )
-FROM pg_class c WHERE c.oid = 'crew'::regclass
-"""
-STAGE = """
-CREATE TABLE {stage} (LIKE crew INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS
-    INCLUDING STORAGE INCLUDING STATISTICS INCLUDING COMMENTS INCLUDING COMPRESSION)
-"""
-# What the moved table must carry over: the primary key, the other indexes, the triggers.
-PRIMARY_KEY = """
-SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-WHERE conrelid = 'crew'::regclass AND contype = 'p'
-"""
-INDEXES = """
-SELECT c.relname, pg_get_indexdef(i.indexrelid)
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = 'crew'::regclass AND NOT i.indisprimary ORDER BY c.relname
-"""
-TRIGGERS = """
-SELECT tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger
-WHERE tgrelid = 'crew'::regclass AND NOT tgisinternal ORDER BY tgname
-"""
-TABLE = """
-SELECT c.reloptions, obj_description(c.oid, 'pg_class'),
-    (SELECT coalesce(array_agg(format('GRANT %s ON crew TO %s%s', a.privilege_type,
-        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
-        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)), '{}')
-     FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner)
-FROM pg_class c WHERE c.oid = 'crew'::regclass
-"""
 # Index builds sort in memory up to this much (the server's default, 64 MB, spills a GIN build
 # of 200,000 names to disk); the transaction's setting only.
 BUILD_MEMORY = "SET LOCAL maintenance_work_mem = '256MB'"
@@ -124,11 +51,6 @@ LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: kee
 LOCK_TRIES = 5
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
-# The columns a stage's rows are written with: all but generated ones (name_folded).
-COLUMNS = """
-SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
-WHERE attrelid = 'crew'::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-"""
 
 
 @dataclass(frozen=True)
@@ -158,22 +80,22 @@ def stage(cursor: Any, run_id: int) -> Stage | None:
 
 
 def replaceable(cursor: Any) -> bool:
-    cursor.execute(REPLACEABLE)
+    cursor.execute(crew_catalog.REPLACEABLE)
     return bool(cursor.fetchone()[0])
 
 
 def create(cursor: Any, run_id: int, replaces_rows: bool = False) -> Stage:
     """An empty table shaped like crew, with its primary key only: crew_load_<run id>."""
     table = f"crew_load_{run_id}"
-    cursor.execute(PRIMARY_KEY)
+    cursor.execute(crew_catalog.PRIMARY_KEY)
     primary_key = cursor.fetchone()
-    cursor.execute(INDEXES)
+    cursor.execute(crew_catalog.INDEXES)
     indexes = {name: on_stage(definition, table, n) for n, (name, definition) in enumerate(cursor)}
-    cursor.execute(TRIGGERS)
+    cursor.execute(crew_catalog.TRIGGERS)
     triggers = [tuple(row) for row in cursor.fetchall()]
-    cursor.execute(TABLE)
+    cursor.execute(crew_catalog.TABLE_SETTINGS)
     reloptions, comment, grants = cursor.fetchone()
-    cursor.execute(STAGE.format(stage=table))
+    cursor.execute(crew_catalog.STAGE.format(stage=table))
     cursor.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey {primary_key[1]}")
     if reloptions:
         cursor.execute(f"ALTER TABLE {table} SET ({', '.join(reloptions)})")
@@ -191,24 +113,25 @@ def create(cursor: Any, run_id: int, replaces_rows: bool = False) -> Stage:
 
 
 def columns(cursor: Any) -> tuple[str, ...]:
-    cursor.execute(COLUMNS)
+    cursor.execute(crew_catalog.COLUMNS)
     return tuple(cursor.fetchone()[0])
 
 
 def on_stage(definition: str, table: str, number: int) -> str:
     """crew's index definition, renamed and moved to the stage table."""
     return re.sub(
-        r"INDEX \S+ ON (ONLY )?(\S+\.)?crew ",
+        r'INDEX (?:"(?:[^"]|"")+"|\S+) ON (ONLY )?(\S+\.)?crew ',
         rf"INDEX {table}_{number} ON \2{table} ",
         definition,
         count=1,
     )
 
 
-def build(cursor: Any, staged: Stage, members: list[str], connect: Callable[[], Any]) -> None:
+def build(cursor: Any, staged: Stage, members: list[str], connect: Callable[[], Any]) -> bool:
     """Build the stage's indexes and analyze it, while WIDENINGS other connections widen the
     name bounds for its members (`members`: a JSON array of [name, agency, status] per page):
-    all before the lock, while readers still read crew.
+    all before the lock, while readers still read crew. False if an index would not build on
+    the stage (a definition the catalog checks did not foresee): its rows are then in crew.
 
     The bounds are widened and committed on their own (connections from `connect`), at the
     same time as the index builds, on the core the run's fetch no longer needs: wider bounds
@@ -219,16 +142,34 @@ def build(cursor: Any, staged: Stage, members: list[str], connect: Callable[[], 
     for widening in widenings:
         widening.start()
     try:
-        cursor.execute(BUILD_MEMORY)
-        for definition in staged.indexes.values():
-            cursor.execute(definition)
-        cursor.execute(f"ANALYZE {staged.table}")
+        reason = built(cursor, staged)
     finally:
         for widening in widenings:
             widening.join()
     for widening in widenings:
         if widening.error is not None:
             raise widening.error
+    if reason is not None:
+        put_rows(cursor, staged, reason)
+    return reason is None
+
+
+def built(cursor: Any, staged: Stage) -> str | None:
+    """Build and analyze the stage; why not, if the server refused."""
+    cursor.execute("SAVEPOINT crew_build")
+    try:
+        cursor.execute(BUILD_MEMORY)
+        for definition in staged.indexes.values():
+            cursor.execute(definition)
+        cursor.execute(f"ANALYZE {staged.table}")
+    except Exception as exc:
+        code = getattr(exc, "pgcode", None)  # an error the server reported, else not ours
+        if code is None or code == QUERY_CANCELED:
+            raise
+        cursor.execute("ROLLBACK TO SAVEPOINT crew_build")
+        return f"{type(exc).__name__}: {str(exc).strip()}"
+    cursor.execute("RELEASE SAVEPOINT crew_build")
+    return None
 
 
 def inner(array: str) -> str:
@@ -280,11 +221,16 @@ def move_in(cursor: Any, staged: Stage) -> bool:
         if not busy:
             break
         log.info("crew is busy; trying the move again", table=staged.table)
+    put_rows(cursor, staged, reason)
+    return False
+
+
+def put_rows(cursor: Any, staged: Stage, reason: str) -> None:
+    """The stage's rows into crew, when the stage cannot take crew's place."""
     if staged.replaces_rows:
         merge_rows(cursor, staged, reason)
     else:
         insert_rows(cursor, staged, reason)
-    return False
 
 
 def lock_briefly(cursor: Any, statement: str) -> None:
@@ -307,18 +253,26 @@ def swap(cursor: Any, staged: Stage) -> bool:
     cursor.execute("DROP TABLE crew")
     cursor.execute(f"ALTER TABLE {staged.table} RENAME TO crew")
     name = staged.primary_key[0]
-    cursor.execute(f'ALTER TABLE crew RENAME CONSTRAINT {staged.table}_pkey TO "{name}"')
+    cursor.execute(f"ALTER TABLE crew RENAME CONSTRAINT {staged.table}_pkey TO {quoted(name)}")
     for number, index in enumerate(staged.indexes):
-        cursor.execute(f'ALTER INDEX {staged.table}_{number} RENAME TO "{index}"')
+        cursor.execute(f"ALTER INDEX {staged.table}_{number} RENAME TO {quoted(index)}")
     for trigger, definition, enabled in staged.triggers:
         cursor.execute(definition)
         if enabled in TRIGGER_MODES:
-            cursor.execute(f'ALTER TABLE crew {TRIGGER_MODES[enabled]} TRIGGER "{trigger}"')
+            cursor.execute(f"ALTER TABLE crew {TRIGGER_MODES[enabled]} TRIGGER {quoted(trigger)}")
+    # the stage's grantees: the role's default privileges for new tables gave it those
+    cursor.execute(crew_catalog.GRANTEES)
+    for (grantee,) in cursor.fetchall():
+        cursor.execute(f"REVOKE ALL ON crew FROM {grantee}")
     for grant in staged.grants:
         cursor.execute(grant)
     if staged.comment is not None:
         cursor.execute("COMMENT ON TABLE crew IS %s", (staged.comment,))
     return True
+
+
+def quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def insert_rows(cursor: Any, staged: Stage, reason: str) -> None:

@@ -105,9 +105,9 @@ def run_pipeline(
         if stage is not None:
             if stage.replaces_rows:
                 rewrite.copy_rest(cursor, stage)
-            bulk.build(cursor, stage, bounded, lambda: background_engine().raw_connection())
-            check_stop(local)
-            moved = bulk.move_in(cursor, stage)
+            if bulk.build(cursor, stage, bounded, lambda: background_engine().raw_connection()):
+                check_stop(local)
+                moved = bulk.move_in(cursor, stage)
         commit_success(cursor, local.run_id, counts, drift)
         local.load_connection = None  # committed: nothing left for the watchdog to cancel
         refresh_statistics(cursor, counts, active_before, analyzed=moved)
