@@ -12,8 +12,8 @@ place as a first load's does. Versions are written as on the plain path.
 
 A run keeps the plain path if crew is small, if its sample changes a third or less, if half of
 the run is already done, if it is a dry run, if crew has columns a rebuild would not carry (ones
-the migrations did not make) or anything bulk.REPLACEABLE rules out, or if crew's writers do not
-let go in time.
+the migrations did not make) or anything crew_catalog.REPLACEABLE rules out, or if crew's
+writers do not let go in time.
 """
 
 from fractions import Fraction
