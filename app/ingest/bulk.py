@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from psycopg2 import errorcodes  # type: ignore[import-untyped]
 
 from app.ingest import crew_catalog
 
@@ -49,8 +50,6 @@ WIDENINGS = 2
 TRIGGER_MODES = {"D": "DISABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}
 LOCK_TIMEOUT = "2s"  # readers queue behind the lock request while it waits: keep it short
 LOCK_TRIES = 5
-LOCK_NOT_AVAILABLE = "55P03"
-QUERY_CANCELED = "57014"
 
 
 @dataclass(frozen=True)
@@ -163,13 +162,24 @@ def built(cursor: Any, staged: Stage) -> str | None:
             cursor.execute(definition)
         cursor.execute(f"ANALYZE {staged.table}")
     except Exception as exc:
-        code = getattr(exc, "pgcode", None)  # an error the server reported, else not ours
-        if code is None or code == QUERY_CANCELED:
-            raise
+        refused(exc)
         cursor.execute("ROLLBACK TO SAVEPOINT crew_build")
-        return f"{type(exc).__name__}: {str(exc).strip()}"
+        return described(exc)
     cursor.execute("RELEASE SAVEPOINT crew_build")
     return None
+
+
+def refused(exc: Exception) -> str:
+    """The SQLSTATE of a statement the server refused, where the run has another way; anything
+    else is raised again: an error not the server's, or a cancel (the run was told to stop)."""
+    code = getattr(exc, "pgcode", None)
+    if code is None or code == errorcodes.QUERY_CANCELED:
+        raise exc
+    return str(code)
+
+
+def described(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip()}"
 
 
 def inner(array: str) -> str:
@@ -212,11 +222,7 @@ def move_in(cursor: Any, staged: Stage) -> bool:
                 return True
             reason, busy = "crew gained rows during the load", False
         except Exception as exc:
-            code = getattr(exc, "pgcode", None)  # an error the server reported, else not ours
-            if code is None or code == QUERY_CANCELED:  # the run was told to stop: it stops
-                raise
-            reason = f"{type(exc).__name__}: {str(exc).strip()}"
-            busy = code == LOCK_NOT_AVAILABLE
+            reason, busy = described(exc), refused(exc) == errorcodes.LOCK_NOT_AVAILABLE
         cursor.execute("ROLLBACK TO SAVEPOINT crew_move")  # raises if the connection is gone
         if not busy:
             break

@@ -75,19 +75,21 @@ TRIGGERS = """
 SELECT tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger
 WHERE tgrelid = 'crew'::regclass AND NOT tgisinternal ORDER BY tgname
 """
-TABLE_SETTINGS = """
+# A grantee of crew as GRANT and REVOKE name it (`a`: a row of aclexplode(relacl)).
+GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END"
+TABLE_SETTINGS = f"""
 SELECT c.reloptions, obj_description(c.oid, 'pg_class'),
     (SELECT coalesce(array_agg(format('GRANT %s ON crew TO %s%s', a.privilege_type,
-        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
-        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)), '{}')
+        {GRANTEE},
+        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)), '{{}}')
      FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner)
 FROM pg_class c WHERE c.oid = 'crew'::regclass
 """
 
 # Who holds privileges on crew besides its owner, as a REVOKE names them.
-GRANTEES = """
+GRANTEES = f"""
 SELECT DISTINCT
-    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+    {GRANTEE}
 FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'crew'::regclass AND a.grantee <> c.relowner
 """
 

@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 import structlog
+from psycopg2 import errorcodes  # type: ignore[import-untyped]
 
 from app.ingest import bulk, load
 from app.models import CREW_FIELDS
@@ -31,8 +32,6 @@ SAMPLE = Fraction(1, 50)  # decide once the run has read this much of crew...
 BY = Fraction(1, 2)  # ... and while it has read no more than this
 CHANGED = Fraction(1, 3)  # rebuild when more than this of what it read is new or changed
 HOLD_WRITERS = "LOCK TABLE crew IN SHARE MODE"
-# A writer waiting for a row the run updated before it switched, while the run waits for it.
-DEADLOCK_DETECTED = "40P01"
 KNOWN_COLUMNS = (*CREW_FIELDS, "created_at", "updated_at", "deleted_at")
 # Every row of crew the run did not put into the stage: unchanged, kept, deleted before, or
 # written by the run's pages before it switched (its transaction sees them).
@@ -64,7 +63,7 @@ def switch(cursor: Any, run_id: int) -> bulk.Stage | None:
     try:
         bulk.lock_briefly(cursor, HOLD_WRITERS)
     except Exception as exc:
-        if getattr(exc, "pgcode", None) not in (bulk.LOCK_NOT_AVAILABLE, DEADLOCK_DETECTED):
+        if bulk.refused(exc) not in (errorcodes.LOCK_NOT_AVAILABLE, errorcodes.DEADLOCK_DETECTED):
             raise
         cursor.execute("ROLLBACK TO SAVEPOINT crew_rewrite")
         log.info("crew's writers did not let go; the run updates it in place")
