@@ -3,6 +3,8 @@ crew's indexes, constraint, triggers and name bounds; or inserted into crew when
 be made (crew gained rows, or its lock is never granted)."""
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -40,6 +42,27 @@ def members_fixture(upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> 
 def execute(sql: str, **params: Any) -> None:
     with get_engine().begin() as connection:
         connection.execute(text(sql), params)
+
+
+@contextmanager
+def reading_crew() -> Iterator[None]:
+    """A long read of crew in another transaction, holding its lock until the block ends."""
+    reading, done = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        with get_engine().connect() as connection, connection.begin():
+            connection.execute(text("SELECT count(*) FROM crew"))
+            reading.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert reading.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_a_first_load_moves_in_with_crews_indexes_triggers_and_name_bounds(
@@ -97,22 +120,8 @@ def test_a_first_load_whose_lock_is_never_granted_inserts_its_rows(
     monkeypatch.setattr(bulk, "LOCK_TIMEOUT", "50ms")
     monkeypatch.setattr(bulk, "LOCK_TRIES", 2)
     shape = query_one(SHAPE)
-    reading, done = threading.Event(), threading.Event()
-
-    def reader() -> None:  # a long read of crew, holding its lock to the end
-        with get_engine().connect() as connection, connection.begin():
-            connection.execute(text("SELECT count(*) FROM crew"))
-            reading.set()
-            done.wait(60)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    reading.wait(10)
-    try:
+    with reading_crew():
         run = ingest(client)
-    finally:
-        done.set()
-        thread.join()
 
     assert (run["status"], run["rows_inserted"]) == ("succeeded", MEMBERS), run["error"]
     assert query_one("SELECT count(*) FROM crew")[0] == MEMBERS

@@ -21,7 +21,7 @@ from app.main import app
 from app.models import RunTrigger
 from tests.conftest import crew_checksum, ingest, query_one, run_row, wait_until
 from tests.fake_upstream import FakeUpstream, Fault, synthetic_crew
-from tests.test_first_load import SHAPE, STAGES, execute
+from tests.test_first_load import SHAPE, STAGES, execute, reading_crew
 from tests.test_walk_start import UNCOVERED
 
 MEMBERS = 300
@@ -227,22 +227,8 @@ def test_a_rebuild_whose_lock_is_never_granted_writes_its_rows_into_crew(
     monkeypatch.setattr(bulk, "LOCK_TIMEOUT", "50ms")
     monkeypatch.setattr(bulk, "LOCK_TRIES", 2)
     shape, table, before = query_one(SHAPE), query_one(TABLE_OID)[0], crew_rows()
-    reading, done = threading.Event(), threading.Event()
-
-    def reader() -> None:  # a long read of crew, holding its lock to the end
-        with get_engine().connect() as connection, connection.begin():
-            connection.execute(text("SELECT count(*) FROM crew"))
-            reading.set()
-            done.wait(60)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    reading.wait(10)
-    try:
+    with reading_crew():
         run = ingest(client)
-    finally:
-        done.set()
-        thread.join()
 
     assert_third_run(run, before)
     assert (query_one(TABLE_OID)[0], query_one(SHAPE)) == (table, shape)
@@ -292,25 +278,13 @@ def test_a_run_cancelled_while_its_move_waits_stops_there(
 
     monkeypatch.setattr(bulk, "merge_rows", spy)
     table, checksum = query_one(TABLE_OID)[0], crew_checksum()
-    reading, done = threading.Event(), threading.Event()
-
-    def reader() -> None:  # a long read of crew, holding its lock to the end
-        with get_engine().connect() as connection, connection.begin():
-            connection.execute(text("SELECT count(*) FROM crew"))
-            reading.set()
-            done.wait(60)
-
-    threading.Thread(target=reader, daemon=True).start()
-    reading.wait(10)
-    run = service.create_run(session, RunTrigger.api)
-    worker = threading.Thread(target=service.execute_run, args=(run.id,))
-    worker.start()
-    try:
+    with reading_crew():
+        run = service.create_run(session, RunTrigger.api)
+        worker = threading.Thread(target=service.execute_run, args=(run.id,))
+        worker.start()
         wait_until(lambda: query_one(PENDING_LOCKS)[0] > 0)  # the move waits for the reader
         assert client.post(f"/ingest/{run.id}/cancel").status_code == 202
         worker.join(timeout=30)
-    finally:
-        done.set()
 
     assert run_row(run.id)[:2] == ("cancelled", "cancelled on request")
     assert merged == []
